@@ -1,0 +1,491 @@
+"""Lazy video decoding and writing on PyAV.
+
+``VideoReader`` reads container metadata without decoding pixels, and decodes only up to the last
+frame asked for. Sparkle clips carry a single keyframe (frame 0), so frame ``k`` always costs decoding
+frames ``0..k``; the reader therefore decodes forward once and converts only the frames requested, in a
+helper thread so that colour conversion and resizing overlap decoding (swscale releases the GIL).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Union
+
+import av
+import numpy as np
+
+from .errors import SparkleDataError
+
+if TYPE_CHECKING:
+    import torch
+
+VideoSourceLike = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes], "VideoReader"]
+
+#: Model-side limits (Kiwi-Edit / Kiwi-Sparkle inference settings).
+MODEL_MAX_PIXELS = 1280 * 720
+MODEL_MAX_FRAMES = 81
+MODEL_SIZE_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class VideoMetadata:
+    """What the container says about the video stream, read without decoding any frame."""
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    duration: float
+    codec: str
+    pix_fmt: str | None
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only window ``[offset, offset+size)`` over a seekable binary file (a tar member)."""
+
+    def __init__(self, raw: IO[bytes], offset: int, size: int):
+        self._raw = raw
+        self._offset = offset
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            new = pos
+        elif whence == io.SEEK_CUR:
+            new = self._pos + pos
+        elif whence == io.SEEK_END:
+            new = self._size + pos
+        else:  # pragma: no cover - io contract
+            raise ValueError(f"bad whence {whence}")
+        self._pos = min(max(new, 0), self._size)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._size - self._pos
+        if remaining <= 0:
+            return 0
+        view = memoryview(buffer)
+        n = min(len(view), remaining)
+        self._raw.seek(self._offset + self._pos)
+        data = self._raw.read(n)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+def _open_binary(path: str, storage_options: dict | None) -> IO[bytes]:
+    if "://" in path or "::" in path:
+        import fsspec
+
+        return fsspec.open(path, "rb", **(storage_options or {})).open()
+    return open(path, "rb")
+
+
+class VideoReader:
+    """Lazily decoded video from a path, fsspec URL, bytes, binary file object, or a byte range.
+
+    Nothing is opened before metadata or frames are asked for, and no pixel is decoded before frames
+    are asked for. ``frames_decoded`` counts decoded frames, so laziness can be checked.
+
+    Args:
+        source: local path, fsspec URL (``memory://``, ``hf://``, ``tar://...``), raw bytes, an open
+            binary file object, or a callable returning a fresh binary file object.
+        offset, size: read only this byte range of ``source`` (a member inside an uncompressed tar).
+        name: label used in error messages (defaults to the path).
+        storage_options: passed to ``fsspec.open`` for URLs.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Callable[[], IO[bytes]],
+        *,
+        offset: int = 0,
+        size: int | None = None,
+        name: str | None = None,
+        storage_options: dict | None = None,
+    ):
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if isinstance(source, (bytearray, memoryview)):
+            source = bytes(source)
+        self._source = source
+        self._offset = int(offset)
+        self._size = None if size is None or size < 0 else int(size)
+        self._storage_options = storage_options
+        self.name = name or (source if isinstance(source, str) else getattr(source, "name", "<video>"))
+        if not isinstance(self.name, str):
+            self.name = "<video>"
+        self._metadata: VideoMetadata | None = None
+        self.frames_decoded = 0
+        self.opens = 0
+
+    # -- opening -------------------------------------------------------------------------------
+    @property
+    def source(self) -> Any:
+        return self._source
+
+    def read_bytes(self) -> bytes:
+        """The encoded file's bytes (for judges that take base64 mp4, or for copying)."""
+        f = self._open_file()
+        try:
+            return f.read()
+        finally:
+            f.close()
+
+    def _open_file(self) -> IO[bytes]:
+        src = self._source
+        if isinstance(src, bytes):
+            raw: IO[bytes] = io.BytesIO(src)
+        elif isinstance(src, str):
+            if "://" not in src and not os.path.exists(src):
+                raise SparkleDataError("video file not found", path=src)
+            raw = _open_binary(src, self._storage_options)
+        elif callable(src):
+            raw = src()
+        else:
+            raw = src
+            raw.seek(0)
+        if self._offset or self._size is not None:
+            size = self._size
+            if size is None:
+                raw.seek(0, io.SEEK_END)
+                size = raw.tell() - self._offset
+            return io.BufferedReader(_RangeFile(raw, self._offset, size), buffer_size=1 << 20)  # type: ignore[arg-type]
+        return raw
+
+    def _open_container(self) -> tuple[Any, IO[bytes]]:
+        f = self._open_file()
+        self.opens += 1
+        try:
+            container = av.open(f, mode="r")
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            f.close()
+            raise SparkleDataError(f"not a readable video ({e.__class__.__name__}: {e})", path=self.name) from e
+        if not container.streams.video:
+            container.close()
+            f.close()
+            raise SparkleDataError("file has no video stream", path=self.name)
+        return container, f
+
+    # -- metadata ------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> VideoMetadata:
+        if self._metadata is None:
+            self._metadata = self._read_metadata()
+        return self._metadata
+
+    def _read_metadata(self) -> VideoMetadata:
+        container, f = self._open_container()
+        try:
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+            fps = float(rate) if rate else 0.0
+            n = int(stream.frames or 0)
+            if n <= 0:  # container has no frame count: count packets (demux only, no decode)
+                n = sum(1 for p in container.demux(stream) if p.size > 0)
+            if n <= 0:
+                raise SparkleDataError("video stream holds no frames", path=self.name)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif fps > 0:
+                duration = n / fps
+            else:
+                duration = 0.0
+            return VideoMetadata(
+                num_frames=n,
+                fps=fps,
+                width=int(ctx.width),
+                height=int(ctx.height),
+                duration=duration,
+                codec=str(ctx.name),
+                pix_fmt=ctx.pix_fmt,
+            )
+        finally:
+            container.close()
+            f.close()
+
+    @property
+    def num_frames(self) -> int:
+        return self.metadata.num_frames
+
+    @property
+    def fps(self) -> float:
+        return self.metadata.fps
+
+    @property
+    def width(self) -> int:
+        return self.metadata.width
+
+    @property
+    def height(self) -> int:
+        return self.metadata.height
+
+    @property
+    def duration(self) -> float:
+        return self.metadata.duration
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __repr__(self) -> str:
+        if self._metadata is None:
+            return f"VideoReader({self.name!r}, not opened)"
+        m = self._metadata
+        return f"VideoReader({self.name!r}, {m.num_frames} frames, {m.width}x{m.height} @ {m.fps:g} fps)"
+
+    # -- decoding ------------------------------------------------------------------------------
+    def get_frames(
+        self,
+        indices: Sequence[int] | np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Decode frames at ``indices`` (any order, repeats allowed) as ``(N, H, W, 3) uint8`` RGB.
+
+        ``size`` is ``(height, width)``: frames are resized during colour conversion. Each distinct
+        frame is decoded once; decoding stops at the largest index asked for. Negative indices count
+        from the end. ``indices=None`` means every frame.
+        """
+        if indices is None:
+            wanted = list(range(self.num_frames))
+        else:
+            wanted = [int(i) for i in np.asarray(indices).reshape(-1)]
+        if not wanted:
+            h, w = size if size is not None else (self.height, self.width)
+            return np.zeros((0, h, w, 3), dtype=np.uint8)
+        n = self.num_frames if any(i < 0 for i in wanted) or indices is not None else None
+        if n is not None:
+            wanted = [i + n if i < 0 else i for i in wanted]
+            bad = [i for i in wanted if i < 0 or i >= n]
+            if bad:
+                raise IndexError(f"frame indices {bad[:5]} out of range for {n} frames in {self.name}")
+        distinct = sorted(set(wanted))
+        decoded = self._decode_distinct(distinct, size)
+        if len(distinct) == len(wanted) and distinct == wanted:
+            return decoded
+        position = {idx: k for k, idx in enumerate(distinct)}
+        return decoded[[position[i] for i in wanted]]
+
+    def _decode_distinct(self, distinct: list[int], size: tuple[int, int] | None) -> np.ndarray:
+        last = distinct[-1]
+        want = set(distinct)
+        container, f = self._open_container()
+        futures: list[Future[np.ndarray]] = []
+        kwargs: dict[str, Any] = {"format": "rgb24"}
+        if size is not None:
+            kwargs.update(height=int(size[0]), width=int(size[1]), interpolation="BILINEAR")
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                index = -1
+                try:
+                    for frame in container.decode(stream):
+                        index += 1
+                        self.frames_decoded += 1
+                        if index in want:
+                            futures.append(pool.submit(_to_rgb, frame, kwargs))
+                        if index >= last:
+                            break
+                except av.error.FFmpegError as e:
+                    raise SparkleDataError(
+                        f"video is corrupt or truncated at frame {index + 1} ({e})", path=self.name
+                    ) from e
+                frames = [fut.result() for fut in futures]
+        finally:
+            container.close()
+            f.close()
+        if len(frames) < len(distinct):
+            raise SparkleDataError(
+                f"video is truncated: asked for frame {last} but only {index + 1} frames decode",
+                path=self.name,
+            )
+        return np.stack(frames)
+
+    def get_frame(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        return self.get_frames([index], size=size)[0]
+
+    def get_frames_uniform(self, num: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``num`` frames spread evenly over the clip (first and last included)."""
+        return self.get_frames(uniform_indices(self.num_frames, num), size=size)
+
+    def iter_frames(self, size: tuple[int, int] | None = None, chunk: int = 16) -> Iterable[np.ndarray]:
+        """Yield frames one by one in a single decoding pass (for long clips and streaming writers)."""
+        kwargs: dict[str, Any] = {"format": "rgb24"}
+        if size is not None:
+            kwargs.update(height=int(size[0]), width=int(size[1]), interpolation="BILINEAR")
+        container, f = self._open_container()
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                self.frames_decoded += 1
+                yield _to_rgb(frame, kwargs)
+        except av.error.FFmpegError as e:
+            raise SparkleDataError(f"video is corrupt or truncated ({e})", path=self.name) from e
+        finally:
+            container.close()
+            f.close()
+
+    def to_tensor(
+        self,
+        indices: Sequence[int] | None = None,
+        size: tuple[int, int] | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
+    ) -> torch.Tensor:
+        """Frames as a float ``(C, T, H, W)`` tensor scaled to ``value_range``."""
+        return frames_to_tensor(self.get_frames(indices, size=size), value_range=value_range)
+
+
+def _to_rgb(frame: av.VideoFrame, kwargs: dict[str, Any]) -> np.ndarray:
+    return frame.to_ndarray(**kwargs)
+
+
+# -- sampling and sizing -------------------------------------------------------------------------
+def uniform_indices(num_frames: int, num: int) -> np.ndarray:
+    """``num`` indices spread evenly over ``[0, num_frames)``, first and last included."""
+    if num_frames <= 0:
+        raise ValueError("num_frames must be positive")
+    if num <= 0:
+        raise ValueError("num must be positive")
+    if num == 1:
+        return np.zeros(1, dtype=np.int64)
+    return np.round(np.linspace(0, num_frames - 1, num)).astype(np.int64)
+
+
+def model_frame_size(
+    height: int,
+    width: int,
+    max_pixels: int = MODEL_MAX_PIXELS,
+    multiple: int = MODEL_SIZE_MULTIPLE,
+) -> tuple[int, int]:
+    """The model's working size: shrink to fit ``max_pixels`` keeping aspect, then floor to ``multiple``.
+
+    1280x720 sources give 1280x704, as the released model's outputs are.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"bad frame size {height}x{width}")
+    scale = min(1.0, math.sqrt(max_pixels / float(height * width)))
+    h = max(multiple, int(height * scale) // multiple * multiple)
+    w = max(multiple, int(width * scale) // multiple * multiple)
+    return h, w
+
+
+def model_num_frames(num_frames: int, max_frames: int = MODEL_MAX_FRAMES) -> int:
+    """Largest ``4k+1`` frame count not above ``min(num_frames, max_frames)`` (the Wan VAE's rule)."""
+    n = min(num_frames, max_frames)
+    if n < 1:
+        raise ValueError("video has no frames")
+    return (n - 1) // 4 * 4 + 1
+
+
+def frames_to_tensor(frames: np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """``(T, H, W, 3) uint8`` frames -> float ``(C, T, H, W)`` tensor in ``value_range``."""
+    import torch
+
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"expected (T, H, W, 3) frames, got shape {arr.shape}")
+    lo, hi = value_range
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(3, 0, 1, 2).float()
+    return t.mul_((hi - lo) / 255.0).add_(lo)
+
+
+def tensor_to_frames(tensor: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Inverse of :func:`frames_to_tensor`: ``(C, T, H, W)`` float -> ``(T, H, W, 3) uint8``."""
+    import torch
+
+    lo, hi = value_range
+    t = (tensor.detach().float().cpu() - lo) / (hi - lo)
+    return (t.clamp(0, 1) * 255).round().to(dtype=torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+# -- writing -------------------------------------------------------------------------------------
+def write_video(
+    frames: np.ndarray | Iterable[np.ndarray],
+    path: str | os.PathLike | IO[bytes],
+    fps: float = 16,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+    codec: str = "libx264",
+) -> None:
+    """Encode ``(T, H, W, 3) uint8`` RGB frames as H.264/yuv420p mp4.
+
+    Odd sizes are padded by one pixel (yuv420p needs even sizes). When ``path`` is a filesystem path
+    the file is written to a temporary name and renamed, so a killed process never leaves a
+    half-written mp4 behind.
+    """
+    from fractions import Fraction
+
+    tmp: str | None = None
+    target: str | IO[bytes]
+    if isinstance(path, (str, os.PathLike)):
+        final = os.fspath(path)
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{final}.partial-{os.getpid()}-{threading.get_ident()}.mp4"
+        target = tmp
+    else:
+        target = path
+    rate = Fraction(fps).limit_denominator(1001)
+    count = 0
+    try:
+        with av.open(target, mode="w", format="mp4") as container:
+            stream = None
+            for frame in frames:
+                arr = np.ascontiguousarray(frame)
+                if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
+                    raise ValueError(f"frames must be (H, W, 3) uint8, got {arr.shape} {arr.dtype}")
+                h, w = arr.shape[:2]
+                if h % 2 or w % 2:
+                    arr = np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                if stream is None:
+                    stream = container.add_stream(codec, rate=rate)
+                    stream.width, stream.height = arr.shape[1], arr.shape[0]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf), "preset": preset}
+                elif (arr.shape[1], arr.shape[0]) != (stream.width, stream.height):
+                    raise ValueError("all frames must have the same size")
+                for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                    container.mux(packet)
+                count += 1
+            if stream is None:
+                raise ValueError("no frames to write")
+            for packet in stream.encode():
+                container.mux(packet)
+        if tmp is not None:
+            os.replace(tmp, final)
+            tmp = None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def as_video_reader(video: VideoSourceLike) -> VideoReader:
+    """Wrap anything video-like (path, bytes, file object) in a :class:`VideoReader`."""
+    if isinstance(video, VideoReader):
+        return video
+    return VideoReader(video)
