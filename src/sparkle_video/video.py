@@ -96,6 +96,30 @@ class _RangeFile(io.RawIOBase):
             super().close()
 
 
+class _Borrowed(io.RawIOBase):
+    """A caller's file object, used without closing it (the caller owns it)."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(pos, whence)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(memoryview(buffer)))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+
 def _open_binary(path: str, storage_options: dict | None) -> IO[bytes]:
     if "://" in path or "::" in path:
         import fsspec
@@ -166,7 +190,7 @@ class VideoReader:
         elif callable(src):
             raw = src()
         else:
-            raw = src
+            raw = _Borrowed(src)  # type: ignore[assignment]
             raw.seek(0)
         if self._offset or self._size is not None:
             size = self._size

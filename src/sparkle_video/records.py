@@ -1,0 +1,207 @@
+"""Parsing the prompt CSVs and metadata JSONLs into one index entry per sample.
+
+Pure functions over text: they name the file and row of every problem, and under ``errors="skip"``
+record it in a ``SkipReport`` instead of raising. No video is touched here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import SkipReport, SparkleDataError, handle
+from .layout import BENCH_CSV_COLUMNS, TRAIN_CSV_COLUMNS, parse_chosen_keyword, safe_relpath
+
+
+@dataclass
+class SampleEntry:
+    """One sample's text fields and the repo-relative paths of its files."""
+
+    id: str
+    theme: str
+    prompt: str
+    subtheme: str | None
+    scene: str | None
+    original_scene: str | None
+    edit_type: str | None
+    source_path: str
+    edited_path: str | None = None
+    ref_image_path: str | None = None
+
+    def text_fields(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "theme": self.theme,
+            "prompt": self.prompt,
+            "subtheme": self.subtheme,
+            "scene": self.scene,
+            "original_scene": self.original_scene,
+        }
+
+
+def read_csv_rows(text: str, path: str, required: Sequence[str]) -> list[dict[str, str]]:
+    """CSV rows as dicts; a missing required column is always an error (the whole file is unusable)."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = reader.fieldnames or []
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise SparkleDataError(f"CSV lacks columns {missing} (has {columns})", path=path)
+    return list(reader)
+
+
+def read_jsonl(
+    text: str, path: str, errors: str = "raise", report: SkipReport | None = None
+) -> dict[str, dict]:
+    """``id -> record`` for a JSONL file; broken lines name their line number."""
+    records: dict[str, dict] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise ValueError("record is not an object with a string 'id'")
+        except ValueError as e:
+            err = SparkleDataError(f"broken JSONL line {lineno} ({e})", path=path)
+            handle(err, errors, report, key=f"{path}:{lineno}")
+            continue
+        records[record["id"]] = record
+    return records
+
+
+def _keyword_fields(meta: dict, path: str, sid: str) -> tuple[str | None, str | None]:
+    try:
+        kw = parse_chosen_keyword(meta.get("chosen_keyword"))
+    except ValueError as e:
+        raise SparkleDataError(str(e), path=path, sample_id=sid) from e
+    return (kw.subtheme, kw.scene) if kw else (None, None)
+
+
+def join_train(
+    theme: str,
+    csv_text: str,
+    csv_path: str,
+    jsonl_text: str | None,
+    jsonl_path: str,
+    errors: str = "raise",
+    report: SkipReport | None = None,
+) -> list[SampleEntry]:
+    """Join a theme's ``prompts/{theme}_train.csv`` with its metadata JSONL, by ``task`` == ``id``."""
+    rows = read_csv_rows(csv_text, csv_path, TRAIN_CSV_COLUMNS)
+    meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
+    entries: list[SampleEntry] = []
+    seen: set[str] = set()
+    for rowno, row in enumerate(rows, start=2):
+        sid = (row.get("task") or "").strip()
+        try:
+            if not sid:
+                raise SparkleDataError(f"row {rowno} has an empty 'task'", path=csv_path)
+            if sid in seen:
+                raise SparkleDataError(f"row {rowno} repeats id", path=csv_path, sample_id=sid)
+            try:
+                src = safe_relpath(row["src_video"])
+                tgt = safe_relpath(row["tgt_video"])
+            except ValueError as e:
+                raise SparkleDataError(f"row {rowno}: {e}", path=csv_path, sample_id=sid) from e
+            record = meta.get(sid) if meta is not None else {}
+            if record is None:
+                raise SparkleDataError(
+                    f"id in {posixpath.basename(csv_path)} but not in the metadata JSONL", path=jsonl_path, sample_id=sid
+                )
+            metadata = record.get("metadata") or {}
+            subtheme, scene = _keyword_fields(metadata, jsonl_path, sid)
+            entries.append(
+                SampleEntry(
+                    id=sid,
+                    theme=theme,
+                    prompt=row.get("prompt") or record.get("prompt") or "",
+                    subtheme=subtheme,
+                    scene=scene,
+                    original_scene=metadata.get("original_scene"),
+                    edit_type=metadata.get("edit_type", theme),
+                    source_path=src,
+                    edited_path=tgt,
+                )
+            )
+        except SparkleDataError as err:
+            handle(err, errors, report, key=sid or f"{csv_path}:{rowno}")
+        seen.add(sid)
+    if meta is not None:
+        for sid in sorted(set(meta) - seen):
+            err = SparkleDataError("id in the metadata JSONL but not in the CSV", path=csv_path, sample_id=sid)
+            handle(err, errors, report, key=sid)
+    return entries
+
+
+def join_bench(
+    theme: str,
+    csv_text: str,
+    csv_path: str,
+    jsonl_text: str | None,
+    jsonl_path: str,
+    ref_images: Iterable[str] = (),
+    errors: str = "raise",
+    report: SkipReport | None = None,
+) -> list[SampleEntry]:
+    """Join a bench theme's ``{theme}_bench.csv`` with ``{theme}_metadata.jsonl`` (id = video basename)."""
+    rows = read_csv_rows(csv_text, csv_path, BENCH_CSV_COLUMNS)
+    meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
+    refs = set(ref_images)
+    entries: list[SampleEntry] = []
+    seen: set[str] = set()
+    for rowno, row in enumerate(rows, start=2):
+        raw = (row.get("original_video") or "").strip()
+        sid = posixpath.splitext(posixpath.basename(raw))[0]
+        try:
+            try:
+                src = safe_relpath(raw)
+            except ValueError as e:
+                raise SparkleDataError(f"row {rowno}: {e}", path=csv_path, sample_id=sid or None) from e
+            if sid in seen:
+                raise SparkleDataError(f"row {rowno} repeats id", path=csv_path, sample_id=sid)
+            record = meta.get(sid) if meta is not None else {}
+            if record is None:
+                raise SparkleDataError(
+                    f"id in {posixpath.basename(csv_path)} but not in the metadata JSONL", path=jsonl_path, sample_id=sid
+                )
+            metadata = record.get("metadata") or {}
+            subtheme, scene = _keyword_fields(metadata, jsonl_path, sid)
+            ref = f"ref_images/{theme}/{sid}.png"
+            entries.append(
+                SampleEntry(
+                    id=sid,
+                    theme=theme,
+                    prompt=row.get("prompt") or record.get("prompt") or "",
+                    subtheme=subtheme,
+                    scene=scene,
+                    original_scene=metadata.get("original_scene"),
+                    edit_type=row.get("edited_type") or metadata.get("edit_type") or theme,
+                    source_path=src,
+                    ref_image_path=ref if ref in refs else None,
+                )
+            )
+        except SparkleDataError as err:
+            handle(err, errors, report, key=sid or f"{csv_path}:{rowno}")
+        seen.add(sid)
+    if meta is not None:
+        for sid in sorted(set(meta) - seen):
+            err = SparkleDataError("id in the metadata JSONL but not in the CSV", path=csv_path, sample_id=sid)
+            handle(err, errors, report, key=sid)
+    return entries
+
+
+def stage_score(record: dict, field: str) -> float | None:
+    """The thresholded value of a stage score record: ``editscore[field]``, or the mean over frames."""
+    score = record.get("editscore")
+    if isinstance(score, dict):
+        value = score.get(field)
+        return float(value) if isinstance(value, (int, float)) else None
+    if isinstance(score, list):
+        values = [s.get(field) for s in score if isinstance(s, dict)]
+        values = [float(v) for v in values if isinstance(v, (int, float))]
+        return sum(values) / len(values) if values else None
+    return None
