@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from sparkle_video.video import write_video  # noqa: E402
+from sparkle_video.video import write_video
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle"
 KEYWORDS = {

@@ -124,8 +124,7 @@ def test_nothing_decoded_before_access(train_folder, monkeypatch: pytest.MonkeyP
     ds = load_sparkle(root)
     row = ds[0]
     assert calls == [] and row["source_video"].frames_decoded == 0 and row["source_video"].opens == 0
-    for row in load_sparkle(root, streaming=True):
-        pass
+    assert len(list(load_sparkle(root, streaming=True))) == 6
     assert calls == []
     frames = ds[1]["source_video"].get_frames([0])
     assert frames.shape[0] == 1 and len(calls) == 2  # metadata + decode, only on access

@@ -21,6 +21,7 @@ from sparkle_video import (
     uniform_indices,
     write_video,
 )
+from sparkle_video.video import RESIZE_INTERPOLATION
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pyav_decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     kwargs = {"format": "rgb24"}
     if size:
-        kwargs.update(height=size[0], width=size[1], interpolation="BILINEAR")
+        kwargs.update(height=size[0], width=size[1], interpolation=RESIZE_INTERPOLATION)
     with av.open(str(path)) as c:
         return np.stack([f.to_ndarray(**kwargs) for f in c.decode(video=0)])
 
@@ -80,7 +81,7 @@ def test_every_source_kind_gives_same_frames(mp4: Path, tmp_path: Path) -> None:
         VideoReader("memory://vid/clip.mp4"),
         VideoReader(f"file://{mp4}"),
         VideoReader(str(blob_path), offset=600, size=len(data)),
-        VideoReader(lambda: open(mp4, "rb")),
+        VideoReader(lambda: open(mp4, "rb")),  # noqa: SIM115 - the reader closes it
     ]
     for r in sources:
         np.testing.assert_array_equal(r.get_frames([0, 8]), expected)

@@ -18,7 +18,7 @@ class SparkleConfig(SourceConfig):
 
 class Sparkle(SourceBuilderMixin, datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = SparkleConfig
-    BUILDER_CONFIGS = [SparkleConfig(name=t) for t in (*THEMES, "all")]
+    BUILDER_CONFIGS = [SparkleConfig(name=t) for t in (*THEMES, "all")]  # noqa: RUF012
     DEFAULT_CONFIG_NAME = "all"
 
     def _info(self) -> datasets.DatasetInfo:

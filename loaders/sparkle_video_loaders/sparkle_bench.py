@@ -18,7 +18,7 @@ class SparkleBenchConfig(SourceConfig):
 
 class SparkleBench(SourceBuilderMixin, datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = SparkleBenchConfig
-    BUILDER_CONFIGS = [SparkleBenchConfig(name=t) for t in (*BENCH_THEMES, "all")]
+    BUILDER_CONFIGS = [SparkleBenchConfig(name=t) for t in (*BENCH_THEMES, "all")]  # noqa: RUF012
     DEFAULT_CONFIG_NAME = "all"
     split_name = "test"
     bench = True

@@ -32,6 +32,8 @@ VideoSourceLike = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes
 MODEL_MAX_PIXELS = 1280 * 720
 MODEL_MAX_FRAMES = 81
 MODEL_SIZE_MULTIPLE = 32
+#: swscale filter used when frames are resized while being converted (area averaging for downscales).
+RESIZE_INTERPOLATION = "AREA"
 
 
 @dataclass(frozen=True)
@@ -320,10 +322,9 @@ class VideoReader:
         futures: list[Future[np.ndarray]] = []
         kwargs: dict[str, Any] = {"format": "rgb24"}
         if size is not None:
-            kwargs.update(height=int(size[0]), width=int(size[1]), interpolation="BILINEAR")
+            kwargs.update(height=int(size[0]), width=int(size[1]), interpolation=RESIZE_INTERPOLATION)
         try:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             with ThreadPoolExecutor(max_workers=1) as pool:
                 index = -1
                 try:
@@ -360,11 +361,10 @@ class VideoReader:
         """Yield frames one by one in a single decoding pass (for long clips and streaming writers)."""
         kwargs: dict[str, Any] = {"format": "rgb24"}
         if size is not None:
-            kwargs.update(height=int(size[0]), width=int(size[1]), interpolation="BILINEAR")
+            kwargs.update(height=int(size[0]), width=int(size[1]), interpolation=RESIZE_INTERPOLATION)
         container, f = self._open_container()
         try:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 self.frames_decoded += 1
                 yield _to_rgb(frame, kwargs)

@@ -1,0 +1,150 @@
+"""Decode benchmark: VideoReader against plain PyAV decode-all-to-RGB, in one run.
+
+Usage: python benchmarks/decode.py [--repeats 7] [--pairs 16] [--json OUT]
+
+Makes an 81-frame 1280x720 H.264 clip with one keyframe (like the real Sparkle clips), then reports
+the median seconds of each case and its ratio to the baseline (plain PyAV, full size, RGB):
+metadata-only open, 4 uniformly sampled frames, all 81 frames resized to 832x480, and samples/s of
+tar-shard streaming against the extracted folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from sparkle_video import VideoReader, load_sparkle, write_video
+
+
+def make_clip(path: Path, frames: int = 81, height: int = 720, width: int = 1280) -> None:
+    """Textured, moving content so the encoder produces realistic P/B frames."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, size=(height // 8, width // 8, 3), dtype=np.uint8)
+    base = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
+    out = []
+    for t in range(frames):
+        f = np.roll(base, shift=3 * t, axis=1).copy()
+        y = 200 + int(80 * np.sin(t / 9))
+        f[y : y + 200, 300 + 4 * t : 500 + 4 * t] = (230, 180, 140)
+        out.append(f)
+    write_video(np.stack(out), path, fps=16, crf=20)
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up (file cache, codec init)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def plain_decode_all_rgb(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def plain_decode_all_rgb_threaded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        c.streams.video[0].thread_type = "AUTO"
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def build_dataset(clip: Path, root: Path, pairs: int) -> tuple[Path, Path]:
+    from conftest import pack, write_train
+
+    folder = root / "folder"
+    write_train(folder, {"location": pairs}, videos=False)
+    data = clip.read_bytes()
+    for n in range(pairs):
+        for kind in ("source", "edited"):
+            p = folder / "location" / f"{kind}_video" / f"Sparkle_location_{n:06d}.mp4"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+    shards = root / "shards"
+    pack(folder, shards, per_shard=max(1, pairs // 2))
+    return folder, shards
+
+
+def samples_per_second(ds_factory: Callable[[], object], repeats: int) -> tuple[float, int]:
+    def run() -> int:
+        n = 0
+        for row in ds_factory():
+            row["source_video"].get_frames_uniform(4, size=(240, 416))
+            row["edited_video"].get_frames_uniform(4, size=(240, 416))
+            n += 1
+        return n
+
+    count = run()
+    return count / median_time(run, repeats), count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        make_clip(clip)
+        meta = VideoReader(clip).metadata
+        assert (meta.width, meta.height, meta.num_frames) == (1280, 720, 81)
+
+        base = median_time(lambda: plain_decode_all_rgb(clip), args.repeats)
+        cases = {
+            "plain PyAV decode-all-to-RGB 1280x720 (baseline)": base,
+            "plain PyAV decode-all-to-RGB, threaded decoder": median_time(
+                lambda: plain_decode_all_rgb_threaded(clip), args.repeats
+            ),
+            "VideoReader metadata-only open": median_time(lambda: VideoReader(clip).metadata, args.repeats),
+            "VideoReader 4 uniform frames": median_time(
+                lambda: VideoReader(clip).get_frames_uniform(4), args.repeats
+            ),
+            "VideoReader all 81 frames resized to 832x480": median_time(
+                lambda: VideoReader(clip).get_frames(None, size=(480, 832)), args.repeats
+            ),
+            "VideoReader all 81 frames 1280x720": median_time(
+                lambda: VideoReader(clip).get_frames(None), args.repeats
+            ),
+        }
+        folder, shards = build_dataset(clip, Path(tmp), args.pairs)
+        local_sps, n_local = samples_per_second(lambda: load_sparkle(folder, streaming=True), 3)
+        stream_sps, n_stream = samples_per_second(lambda: load_sparkle(shards, streaming=True), 3)
+        assert n_local == n_stream == args.pairs
+
+    results = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
+        "pyav": av.__version__,
+        "median_seconds": cases,
+        "ratio_to_baseline": {k: v / base for k, v in cases.items()},
+        "samples_per_second": {"extracted folder": local_sps, "tar-shard streaming": stream_sps},
+        "streaming_vs_local": stream_sps / local_sps,
+    }
+    print(f"machine: {results['machine']}, PyAV {av.__version__}, {args.repeats} repeats")
+    print(f"{'case':<52}{'median s':>10}{'ratio':>8}")
+    for name, t in cases.items():
+        print(f"{name:<52}{t:>10.4f}{t / base:>8.2f}")
+    print(f"samples/s (4 frames of each video, {args.pairs} pairs): folder {local_sps:.1f}, "
+          f"tar streaming {stream_sps:.1f}, ratio {stream_sps / local_sps:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
