@@ -18,7 +18,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from sparkle_video.video import write_video
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle"
+SAMPLES = Path(os.environ.get("SPARKLE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle"))
 KEYWORDS = {
     "location": ["urban: rooftop overlooking skyline", "rural: vineyard rows"],
     "season": ["winter: snowy pine forest", "spring: blossoming orchard"],

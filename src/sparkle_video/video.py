@@ -317,38 +317,46 @@ class VideoReader:
 
     def _decode_distinct(self, distinct: list[int], size: tuple[int, int] | None) -> np.ndarray:
         last = distinct[-1]
-        want = set(distinct)
+        slot = {idx: k for k, idx in enumerate(distinct)}
         container, f = self._open_container()
-        futures: list[Future[np.ndarray]] = []
         kwargs: dict[str, Any] = {"format": "rgb24"}
         if size is not None:
             kwargs.update(height=int(size[0]), width=int(size[1]), interpolation=RESIZE_INTERPOLATION)
+        index = -1
         try:
             stream = container.streams.video[0]
+            h, w = size if size is not None else (stream.codec_context.height, stream.codec_context.width)
+            out = np.empty((len(distinct), int(h), int(w), 3), dtype=np.uint8)
+
+            def convert(k: int, frame: av.VideoFrame) -> None:  # runs beside the decoder
+                out[k] = frame.to_ndarray(**kwargs)
+
+            futures: list[Future[None]] = []
             with ThreadPoolExecutor(max_workers=1) as pool:
-                index = -1
                 try:
                     for frame in container.decode(stream):
                         index += 1
                         self.frames_decoded += 1
-                        if index in want:
-                            futures.append(pool.submit(_to_rgb, frame, kwargs))
+                        if index in slot:
+                            futures.append(pool.submit(convert, slot[index], frame))
                         if index >= last:
                             break
                 except av.error.FFmpegError as e:
                     raise SparkleDataError(
                         f"video is corrupt or truncated at frame {index + 1} ({e})", path=self.name
                     ) from e
-                frames = [fut.result() for fut in futures]
+                finally:
+                    for fut in futures:
+                        fut.result()
         finally:
             container.close()
             f.close()
-        if len(frames) < len(distinct):
+        if index < last:
             raise SparkleDataError(
                 f"video is truncated: asked for frame {last} but only {index + 1} frames decode",
                 path=self.name,
             )
-        return np.stack(frames)
+        return out
 
     def get_frame(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         return self.get_frames([index], size=size)[0]
