@@ -33,6 +33,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/decode.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache

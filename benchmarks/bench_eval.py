@@ -1,0 +1,152 @@
+"""Evaluation speed: judge-free scoring of one 81-frame 720p pair, and judge throughput with concurrency.
+
+1. ``metrics``: median seconds of ``compute_metrics`` on a synthetic 81-frame 1280x720 source and a
+   1280x704 edit (the released model's output size). Baseline in the same run: decoding both clips to
+   RGB at full size with PyAV, the least any comparison of the pair must do. Target: <= 1.5 s, so the
+   458 bench pairs score in about 10 minutes on 2 cores.
+2. ``judge``: a loopback chat-completions server (in a child process, like a remote judge it does not
+   share the client's CPU time) that answers every request after a fixed latency (200 ms); wall time of ``judge_results`` over the same pairs with ``concurrency=N`` vs
+   ``concurrency=1``. Target: speed-up >= 0.8 * N for N = 8.
+
+Run: ``python benchmarks/bench_eval.py [--repeats 5] [--pairs 48] [--latency 0.2] [--json out.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from bench_fixtures import JudgeServer, edit_clip, source_clip
+
+from sparkle_video.bench.judge import OpenAIJudge, judge_results
+from sparkle_video.bench.metrics import compute_metrics
+from sparkle_video.video import VideoReader, write_video
+
+
+def make_pair(folder: Path) -> tuple[Path, Path]:
+    """An 81-frame 1280x720 source with a moving subject, and a lively 1280x704 edit of it."""
+    src, mask = source_clip(seed=1, frames=81, height=720, width=1280, speed=8, box=240)
+    edit = edit_clip(src, mask, "lively", speed=6)
+    edit = np.stack([cv2.resize(f, (1280, 704), interpolation=cv2.INTER_AREA) for f in edit])
+    s, e = folder / "source.mp4", folder / "edited.mp4"
+    write_video(src, s, fps=16)
+    write_video(edit, e, fps=15)
+    return s, e
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_metrics(source: Path, edited: Path, repeats: int) -> dict[str, float]:
+    compute_metrics(source, edited)  # warm-up (imports, OpenCV init)
+    decode = median_time(
+        lambda: (VideoReader(str(source)).get_frames(), VideoReader(str(edited)).get_frames()), repeats
+    )
+    metrics = median_time(lambda: compute_metrics(source, edited), repeats)
+    return {"decode_pair_full_rgb_s": decode, "metrics_s": metrics, "metrics_over_decode": metrics / decode}
+
+
+def _serve(latency: float, urls: Queue, stop: Event) -> None:
+    """Child process: the loopback judge, so its JSON parsing does not share the client's GIL."""
+    server = JudgeServer(latency=latency)
+    urls.put(server.url)
+    stop.wait()
+    server.close()
+
+
+def run_judge(rows: list[dict], save_dir: str, url: str, concurrency: int) -> float:
+    judge = OpenAIJudge("bench-judge", base_url=url + "/v1", api_key_env="BENCH_JUDGE_KEY")
+    t0 = time.perf_counter()
+    run = judge_results(rows, save_dir, judge, concurrency=concurrency, progress=False)
+    elapsed = time.perf_counter() - t0
+    assert run.answered == len(rows), run.report()
+    return elapsed
+
+
+def bench_judge(
+    source: Path, edited: Path, pairs: int, latency: float, concurrency: int, repeats: int = 3
+) -> dict[str, float]:
+    os.environ["BENCH_JUDGE_KEY"] = "local-benchmark-key"
+    ctx = multiprocessing.get_context("spawn")
+    urls, stop = ctx.Queue(), ctx.Event()
+    child = ctx.Process(target=_serve, args=(latency, urls, stop), daemon=True)
+    child.start()
+    try:
+        url = urls.get(timeout=60)
+        timings: dict[int, list[float]] = {1: [], concurrency: []}
+        for n in [1, concurrency] * repeats:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows = []
+                for i in range(pairs):
+                    sid = f"Sparkle_location_{i:06d}"
+                    out = Path(tmp) / "location" / "urban---rooftop" / f"{sid}_edited.mp4"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(edited, out)
+                    rows.append({"id": sid, "theme": "location", "prompt": f"Make it lively ({sid}).",
+                                 "subtheme": "urban", "scene": "rooftop", "source_video": VideoReader(str(source))})  # fmt: skip
+                timings[n].append(run_judge(rows, tmp, url, n))
+        seq, conc = statistics.median(timings[1]), statistics.median(timings[concurrency])
+        return {
+            "pairs": pairs,
+            "latency_s": latency,
+            "repeats": repeats,
+            "sequential_s": seq,
+            f"concurrent_{concurrency}_s": conc,
+            "speedup": seq / conc,
+            "speedup_over_n": seq / conc / concurrency,
+        }
+    finally:
+        stop.set()
+        child.join(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=48)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--judge-repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        source, edited = make_pair(Path(tmp))
+        m = bench_metrics(source, edited, args.repeats)
+        j = bench_judge(source, edited, args.pairs, args.latency, args.concurrency, args.judge_repeats)
+    print(f"cpu cores: {os.cpu_count()}")
+    print(
+        f"metrics, one 81-frame 720p pair: median {m['metrics_s']:.3f} s "
+        f"(baseline: full-size RGB decode of the pair {m['decode_pair_full_rgb_s']:.3f} s; "
+        f"ratio {m['metrics_over_decode']:.2f}x; target <= 1.5 s)"
+    )
+    print(
+        f"judge, {j['pairs']} pairs at {j['latency_s'] * 1000:.0f} ms latency (median of {j['repeats']}): sequential {j['sequential_s']:.2f} s, "
+        f"concurrency {args.concurrency} {j[f'concurrent_{args.concurrency}_s']:.2f} s, speed-up {j['speedup']:.2f}x "
+        f"= {j['speedup_over_n']:.2f} N (target >= 0.8 N)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"metrics": m, "judge": j}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

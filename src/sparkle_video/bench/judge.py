@@ -1,0 +1,522 @@
+"""The VLM judge: backends behind one protocol, and a resumable, concurrent scoring run.
+
+A backend turns (rubric text, source mp4, edited mp4) into the judge's reply text. Two ship here:
+``OpenAIJudge`` (any OpenAI-compatible endpoint: OpenAI, Azure's v1 endpoint, vLLM, ... via ``base_url``)
+and ``GeminiJudge`` (native ``google-genai``). Videos go as base64 mp4, the official way, or as sampled
+JPEG frames for endpoints without video input.
+
+``judge_results`` asks the judge about every result of a result set with bounded concurrency, retries
+transport errors and unusable replies with exponential backoff, appends each record to the official
+``{theme}_{judge_model}_{protocol}_score.jsonl`` as soon as it arrives, and on the next run re-asks
+nothing already answered. API keys come from the environment, are checked before any work and are
+never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from ..layout import judge_result_name
+from ..video import VideoReader
+from .results import ResultEntry, ResultSet, mp4_problem, scan_results
+from .rubric import JudgeProtocol, ReplyError, get_protocol
+
+logger = logging.getLogger("sparkle_video.bench")
+
+#: Official judge settings.
+JUDGE_SEED = 42
+JUDGE_TEMPERATURE = 0.0
+MEDIA_MODES = ("video", "frames")
+
+
+class JudgeConfigError(ValueError):
+    """The judge cannot start (no API key, bad option): raised before any request is made."""
+
+
+def require_api_key(env_names: str | Sequence[str]) -> str:
+    """The first non-empty of ``env_names``; a clear error naming them otherwise (the key is never shown)."""
+    names = [env_names] if isinstance(env_names, str) else list(env_names)
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    raise JudgeConfigError(f"no API key: set the environment variable {' or '.join(names)}")
+
+
+class JudgeBackend(Protocol):
+    """Asks a judge model about one (source, edited) pair and returns its reply text."""
+
+    model: str
+
+    def ask(self, text: str, videos: Sequence[bytes]) -> str: ...
+
+
+def sample_jpegs(video: bytes, num_frames: int = 8, max_side: int = 768, quality: int = 90) -> list[bytes]:
+    """``num_frames`` evenly spread frames of an mp4 as JPEG bytes (longest side at most ``max_side``)."""
+    import cv2
+
+    reader = VideoReader(video)
+    h, w = reader.height, reader.width
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(2, round(h * scale)), max(2, round(w * scale)))
+    out = []
+    for frame in reader.get_frames_uniform(min(num_frames, reader.num_frames), size=size):
+        ok, buf = cv2.imencode(
+            ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+        )
+        if not ok:  # pragma: no cover - OpenCV always encodes RGB frames
+            raise ValueError("JPEG encoding failed")
+        out.append(buf.tobytes())
+    return out
+
+
+def _data_url(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+class OpenAIJudge:
+    """A judge behind any OpenAI-compatible chat-completions endpoint (through the ``openai`` SDK).
+
+    Args:
+        model: model name sent to the endpoint (e.g. ``gemini-2.5-pro`` on Azure, a vLLM model name).
+        base_url: endpoint root, e.g. ``http://localhost:8000/v1``; default: the SDK's (OpenAI).
+        api_key_env: environment variable(s) holding the key.
+        media: ``"video"`` (base64 mp4 in an ``image_url`` data URL, as the official scorer sends it) or
+            ``"frames"`` (``num_frames`` JPEG frames per video).
+        timeout: seconds per request; the SDK's own retries are off (the run retries with backoff).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | Sequence[str] = "OPENAI_API_KEY",
+        media: str = "video",
+        num_frames: int = 8,
+        timeout: float = 120.0,
+        seed: int = JUDGE_SEED,
+        temperature: float = JUDGE_TEMPERATURE,
+        max_tokens: int | None = None,
+    ):
+        if media not in MEDIA_MODES:
+            raise JudgeConfigError(f"media must be one of {MEDIA_MODES}, got {media!r}")
+        key = require_api_key(api_key_env)
+        import openai
+
+        self.model = model
+        self.base_url = base_url
+        self.media = media
+        self.num_frames = num_frames
+        self.seed = seed
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+
+    def __repr__(self) -> str:
+        return f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, media={self.media!r})"
+
+    def content(self, text: str, videos: Sequence[bytes]) -> list[dict[str, Any]]:
+        """The user message: rubric text, then the source and edited videos."""
+        parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        for label, video in zip(("Source video", "Edited video"), videos, strict=False):
+            if self.media == "video":
+                parts.append({"type": "image_url", "image_url": {"url": _data_url("video/mp4", video)}})
+            else:
+                parts.append({"type": "text", "text": f"{label} frames, in time order:"})
+                parts += [
+                    {"type": "image_url", "image_url": {"url": _data_url("image/jpeg", jpeg)}}
+                    for jpeg in sample_jpegs(video, self.num_frames)
+                ]
+        return parts
+
+    def ask(self, text: str, videos: Sequence[bytes]) -> str:
+        kwargs: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        response = self._client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": self.content(text, videos)}],
+            temperature=self.temperature,
+            seed=self.seed,
+            **kwargs,
+        )
+        if not response.choices:
+            raise ReplyError("response has no choices")
+        return response.choices[0].message.content or ""
+
+
+class GeminiJudge:
+    """A judge on the native Gemini API (through ``google-genai``); videos go inline as mp4 bytes."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | Sequence[str] = ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        media: str = "video",
+        num_frames: int = 8,
+        timeout: float = 120.0,
+        seed: int = JUDGE_SEED,
+        temperature: float = JUDGE_TEMPERATURE,
+    ):
+        if media not in MEDIA_MODES:
+            raise JudgeConfigError(f"media must be one of {MEDIA_MODES}, got {media!r}")
+        key = require_api_key(api_key_env)
+        from google import genai
+        from google.genai import types
+
+        self.model = model
+        self.base_url = base_url
+        self.media = media
+        self.num_frames = num_frames
+        self._types = types
+        self._config = types.GenerateContentConfig(temperature=temperature, seed=seed)
+        http = types.HttpOptions(base_url=base_url, timeout=int(timeout * 1000))
+        self._client = genai.Client(api_key=key, http_options=http)
+
+    def __repr__(self) -> str:
+        return f"GeminiJudge(model={self.model!r}, base_url={self.base_url!r}, media={self.media!r})"
+
+    def ask(self, text: str, videos: Sequence[bytes]) -> str:
+        t = self._types
+        parts = [t.Part.from_text(text=text)]
+        for label, video in zip(("Source video", "Edited video"), videos, strict=False):
+            if self.media == "video":
+                parts.append(t.Part.from_bytes(data=video, mime_type="video/mp4"))
+            else:
+                parts.append(t.Part.from_text(text=f"{label} frames, in time order:"))
+                parts += [
+                    t.Part.from_bytes(data=j, mime_type="image/jpeg")
+                    for j in sample_jpegs(video, self.num_frames)
+                ]
+        response = self._client.models.generate_content(
+            model=self.model, contents=[t.Content(role="user", parts=parts)], config=self._config
+        )
+        return response.text or ""
+
+
+BACKENDS = {"openai": OpenAIJudge, "gemini": GeminiJudge}
+
+
+def make_backend(kind: str, model: str, **kwargs: Any) -> JudgeBackend:
+    """``openai`` or ``gemini`` backend; checks the API key now (before any work)."""
+    if kind not in BACKENDS:
+        raise JudgeConfigError(f"backend must be one of {sorted(BACKENDS)}, got {kind!r}")
+    return BACKENDS[kind](model, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+# -- records -------------------------------------------------------------------------------------
+def judge_file_name(theme: str, judge_model: str, protocol: str) -> str:
+    """Official record file name; ``/`` in model names (``org/model``) becomes ``_``."""
+    return judge_result_name(theme, judge_model.replace("/", "_"), protocol)
+
+
+def read_records(path: str | os.PathLike, num_dims: int) -> tuple[dict[str, dict], int]:
+    """Valid records of a score JSONL by id (last wins) and the number of unusable lines skipped."""
+    records: dict[str, dict] = {}
+    bad = 0
+    p = Path(path)
+    if not p.is_file():
+        return records, 0
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                scores = rec["scores"]
+                if not isinstance(scores, list) or len(scores) != num_dims:
+                    raise ValueError("wrong number of scores")
+                records[str(rec["id"])] = rec
+            except (ValueError, KeyError, TypeError):
+                bad += 1  # e.g. a line cut short by a crash: that id is simply asked again
+    return records, bad
+
+
+class RecordWriter:
+    """Appends one JSON line per record to per-theme files, flushed at once (crash-safe enough)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def append(self, path: Path, record: Mapping[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a+", encoding="utf-8") as f:
+                f.seek(0, os.SEEK_END)
+                if f.tell() > 0:  # do not glue onto a line a crash left unterminated
+                    f.seek(f.tell() - 1)
+                    if f.read(1) != "\n":
+                        f.write("\n")
+                f.write(line)
+                f.flush()
+
+
+# -- summary -------------------------------------------------------------------------------------
+def summarize(
+    records: Iterable[Mapping[str, Any]], protocol: JudgeProtocol | str = "sparkle"
+) -> dict[str, Any]:
+    """Per-theme mean of each dimension, ``overall`` = mean of the dimensions, and a macro row over themes."""
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(proto.dimensions))
+    counts: dict[str, int] = defaultdict(int)
+    for rec in records:
+        theme = str(rec.get("edit_type"))
+        for i, s in enumerate(rec["scores"]):
+            sums[theme][i] += float(s)
+        counts[theme] += 1
+    themes: dict[str, dict[str, float]] = {}
+    for theme in sorted(sums):
+        means = [v / counts[theme] for v in sums[theme]]
+        row: dict[str, float] = dict(zip(proto.short_names, means, strict=True))
+        row["overall"] = sum(means) / len(means)
+        row["count"] = counts[theme]
+        themes[theme] = row
+    macro: dict[str, float] = {}
+    if themes:
+        for key in (*proto.short_names, "overall"):
+            macro[key] = sum(t[key] for t in themes.values()) / len(themes)
+        macro["count"] = sum(counts.values())
+    return {"protocol": proto.name, "dimensions": list(proto.dimensions), "themes": themes, "macro": macro}
+
+
+def format_table(summary: Mapping[str, Any], columns: Sequence[str] | None = None) -> str:
+    """Plain-text table of a summary: one row per theme plus ``macro``."""
+    rows = dict(summary.get("themes", {}))
+    if summary.get("macro"):
+        rows["macro"] = summary["macro"]
+    if not rows:
+        return "(no scores)"
+    cols = (
+        list(columns)
+        if columns
+        else ["overall", *[k for k in next(iter(rows.values())) if k not in ("overall", "count")]]
+    )
+    cols.append("count")
+    width = max(8, *(len(c) for c in cols))
+    name_w = max(8, *(len(n) for n in rows))
+    lines = ["theme".ljust(name_w) + "".join(c.rjust(width + 1) for c in cols)]
+    for name, row in rows.items():
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            if c == "count":
+                cells.append(str(int(v or 0)).rjust(width + 1))
+            elif v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("-".rjust(width + 1))
+            else:
+                cells.append(f"{v:.3f}".rjust(width + 1))
+        lines.append(name.ljust(name_w) + "".join(cells))
+    return "\n".join(lines)
+
+
+# -- the run -------------------------------------------------------------------------------------
+@dataclass
+class JudgeRun:
+    """Outcome of :func:`judge_results` for one result folder."""
+
+    save_dir: Path
+    judge_model: str
+    protocol: str
+    record_files: dict[str, Path]
+    asked: int = 0
+    answered: int = 0
+    reused: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    unreadable_edited: list[tuple[str, str]] = field(default_factory=list)
+    corrupt_lines: int = 0
+    results: ResultSet | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        """Everything a user needs: counts, named problems and the summary table (JSON-ready)."""
+        problems = self.results.problems() if self.results else {}
+        return {
+            "save_dir": str(self.save_dir),
+            "judge_model": self.judge_model,
+            "protocol": self.protocol,
+            "counts": {
+                **(self.results.counts() if self.results else {}),
+                "asked": self.asked,
+                "answered": self.answered,
+                "reused": self.reused,
+                "failed": len(self.failed),
+                "unreadable_edited": len(self.unreadable_edited),
+                "corrupt_record_lines": self.corrupt_lines,
+            },
+            "problems": {
+                **problems,
+                "failed": [{"id": s, "reason": r} for s, r in self.failed],
+                "unreadable_edited": [{"id": s, "reason": r} for s, r in self.unreadable_edited],
+            },
+            "record_files": {t: str(p) for t, p in self.record_files.items()},
+            "summary": self.summary,
+        }
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _ask_with_retries(
+    backend: JudgeBackend,
+    proto: JudgeProtocol,
+    text: str,
+    videos: Sequence[bytes],
+    max_attempts: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    sleep: Callable[[float], None],
+) -> tuple[list[int], str]:
+    last = "no attempt made"
+    for attempt in range(max_attempts):
+        try:
+            reply = backend.ask(text, videos)
+            return proto.parse(reply), reply.strip()
+        except ReplyError as e:
+            last = f"unusable reply: {e}"
+        except Exception as e:  # transport errors, timeouts, HTTP 5xx: retried the same way
+            last = f"{type(e).__name__}: {e}"
+        logger.debug("judge attempt %d/%d failed: %s", attempt + 1, max_attempts, last)
+        if attempt + 1 < max_attempts:
+            sleep(min(backoff_max_s, backoff_s * (2**attempt)))
+    raise RuntimeError(f"gave up after {max_attempts} attempts; last error: {last}")
+
+
+def _judge_one(
+    entry: ResultEntry,
+    backend: JudgeBackend,
+    proto: JudgeProtocol,
+    rubric: str | None,
+    retry: dict[str, Any],
+) -> dict[str, Any]:
+    problem = mp4_problem(entry.path)  # a corrupt file is not the judge's problem: no retries
+    if problem is not None:
+        raise _Unreadable(problem)
+    source = entry.row["source_video"]
+    videos = [
+        source.read_bytes() if hasattr(source, "read_bytes") else Path(source).read_bytes(),
+        entry.path.read_bytes(),
+    ]
+    prompt = str(entry.row["prompt"])
+    scores, reply = _ask_with_retries(backend, proto, proto.build_prompt(prompt, rubric), videos, **retry)
+    return {
+        "id": entry.id,
+        "prompt": prompt,
+        "edit_type": entry.theme,
+        "subtheme": entry.row.get("subtheme"),
+        "scene": entry.row.get("scene"),
+        "scores": scores,
+        "result": reply,
+    }
+
+
+def judge_results(
+    rows: Iterable[Mapping[str, Any]],
+    save_dir: str | os.PathLike,
+    backend: JudgeBackend,
+    *,
+    judge_model: str | None = None,
+    protocol: str | JudgeProtocol = "sparkle",
+    rubric: str | None = None,
+    concurrency: int = 8,
+    max_attempts: int = 4,
+    backoff_s: float = 2.0,
+    backoff_max_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: bool = True,
+) -> JudgeRun:
+    """Judge every result in ``save_dir`` for the bench ``rows``; resumable and crash-safe.
+
+    Records already in the score files are reused, not re-asked. A sample whose every attempt fails is
+    reported by id in ``JudgeRun.failed`` (and asked again on the next run); nothing already answered is
+    lost when the run stops early.
+    """
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    if concurrency < 1 or max_attempts < 1:
+        raise JudgeConfigError("concurrency and max_attempts must be at least 1")
+    model = judge_model or backend.model
+    root = Path(save_dir)
+    rows = [dict(r) for r in rows]
+    results = scan_results(root, rows)
+    themes = sorted({str(r["theme"]) for r in rows})
+    files = {t: root / judge_file_name(t, model, proto.name) for t in themes}
+    run = JudgeRun(save_dir=root, judge_model=model, protocol=proto.name, record_files=files, results=results)
+
+    done: dict[str, dict] = {}
+    for theme, path in files.items():
+        recs, bad = read_records(path, len(proto.dimensions))
+        run.corrupt_lines += bad
+        done.update({sid: r for sid, r in recs.items() if r.get("edit_type", theme) == theme})
+    pending = [e for e in results.entries if e.id not in done]
+    run.reused = len(results.entries) - len(pending)
+    run.asked = len(pending)
+    writer = RecordWriter()
+    retry = {
+        "max_attempts": max_attempts,
+        "backoff_s": backoff_s,
+        "backoff_max_s": backoff_max_s,
+        "sleep": sleep,
+    }
+    bar = tqdm(total=len(pending), desc=f"judge {model} ({proto.name})", unit="pair", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    futures: dict[Future[dict[str, Any]], ResultEntry] = {
+        pool.submit(_judge_one, e, backend, proto, rubric, retry): e for e in pending
+    }
+    remaining = set(futures)
+    try:
+        while remaining:
+            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                entry = futures[fut]
+                try:
+                    record = fut.result()
+                except _Unreadable as e:
+                    run.unreadable_edited.append((entry.id, str(e)))
+                except Exception as e:
+                    run.failed.append((entry.id, str(e)))
+                    logger.warning("judge: %s failed: %s", entry.id, e)
+                else:
+                    writer.append(files[entry.theme], record)
+                    done[entry.id] = record
+                    run.answered += 1
+                bar.update(1)
+    finally:  # on Ctrl-C, do not wait for queued requests; what was answered is already on disk
+        pool.shutdown(wait=not remaining, cancel_futures=True)
+        bar.close()
+    wanted = {e.id for e in results.entries}
+    run.summary = summarize([r for sid, r in done.items() if sid in wanted], proto)
+    return run
+
+
+def load_judge_records(
+    save_dir: str | os.PathLike, protocol: str = "sparkle", judge_model: str | None = None
+) -> dict[str, list[dict]]:
+    """All score records in a result folder, by judge model name (from the official file names)."""
+    proto = get_protocol(protocol)
+    suffix = f"_{proto.name}_score.jsonl"
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    for path in sorted(Path(save_dir).glob(f"*{suffix}")):
+        _, _, model = path.name[: -len(suffix)].partition("_")
+        if not model or (judge_model and model != judge_model.replace("/", "_")):
+            continue
+        recs, _ = read_records(path, len(proto.dimensions))
+        out[model].update(recs)
+    return {m: list(r.values()) for m, r in out.items()}

@@ -1,0 +1,275 @@
+"""``sparkle-video bench``: infer, judge, metrics, score, report.
+
+Heavy modules are imported inside the handlers so ``sparkle-video --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH_HELP = "Sparkle-Bench source: local folder, fsspec URL or Hub repo id (default stdKonjac/Sparkle-Bench)"
+
+
+def _load_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Bench rows as a list, plus the samples the loader had to skip (counted and named, never dropped)."""
+    from sparkle_video import SkipReport, load_sparkle_bench
+
+    report = SkipReport()
+    ds = load_sparkle_bench(
+        args.bench,
+        themes=args.themes,
+        ids=getattr(args, "ids", None),
+        limit=getattr(args, "limit", None),
+        errors="skip",
+        skip_report=report,
+    )
+    rows = [dict(r) for r in ds]
+    if len(report):
+        print(report.summary(), file=sys.stderr)
+    return rows, list(report.skipped)
+
+
+def _dump(obj: Any, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# -- infer ---------------------------------------------------------------------------------------
+def cmd_infer(args: argparse.Namespace) -> int:
+    from sparkle_video.bench.editors import load_editor
+    from sparkle_video.bench.runner import run_inference
+
+    kwargs = (
+        {}
+        if args.model in ("identity", "static-background")
+        else {"torch_dtype": args.dtype, "device": args.device}
+    )
+    editor = load_editor(args.model, **kwargs)
+    rows, skipped = _load_bench(args)
+    report = run_inference(
+        rows,
+        editor,
+        args.out,
+        rank=args.rank,
+        num_ranks=args.num_ranks,
+        fps=args.fps,
+        overwrite=args.overwrite,
+    )
+    print(report.summary())
+    if skipped:
+        print(f"{len(skipped)} bench samples could not be loaded (see above)")
+    return 1 if report.failed else 0
+
+
+# -- judge ---------------------------------------------------------------------------------------
+def cmd_judge(args: argparse.Namespace) -> int:
+    from sparkle_video.bench.judge import JudgeConfigError, format_table, judge_results, make_backend
+
+    try:  # the key is checked here, before the bench is loaded or anything is asked
+        backend = make_backend(
+            args.backend,
+            args.model,
+            base_url=args.base_url,
+            api_key_env=args.api_key_env,
+            media=args.media,
+            num_frames=args.num_frames,
+            timeout=args.timeout,
+        )
+    except JudgeConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rubric = Path(args.rubric).read_text(encoding="utf-8") if args.rubric else None
+    rows, skipped = _load_bench(args)
+    status = 0
+    combined = []
+    for save_dir in args.results:
+        run = judge_results(
+            rows,
+            save_dir,
+            backend,
+            judge_model=args.judge_name,
+            protocol=args.protocol,
+            rubric=rubric,
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+            backoff_s=args.backoff,
+        )
+        report = run.report()
+        report["bench_skipped"] = [{"id": k, "reason": r} for k, r in skipped]
+        report["counts"]["bench_skipped"] = len(skipped)
+        name = f"{run.judge_model.replace('/', '_')}_{run.protocol}_summary.json"
+        _dump(report, str(Path(save_dir) / name))
+        combined.append(report)
+        print(f"== {save_dir} (judge {run.judge_model}, protocol {run.protocol})")
+        print(format_table(run.summary))
+        print("counts: " + ", ".join(f"{k}={v}" for k, v in report["counts"].items()))
+        for sid, reason in run.failed + run.unreadable_edited:
+            print(f"  not scored {sid}: {reason}")
+        if run.failed or run.unreadable_edited:
+            status = 1
+    _dump(combined if len(combined) > 1 else combined[0], args.json)
+    return status
+
+
+# -- metrics / score -----------------------------------------------------------------------------
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from sparkle_video.bench.metrics import MetricConfig, compute_metrics
+    from sparkle_video.masks import load_mask
+
+    mask = load_mask(args.mask) if args.mask else None
+    config = MetricConfig(work_height=args.work_height)
+    result = compute_metrics(args.source, args.edited, mask=mask, config=config).as_dict()
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def _rho(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from sparkle_video.bench.score import format_metrics_table, score_results
+
+    rows, skipped = _load_bench(args)
+    run = score_results(
+        rows, args.results, masks_dir=args.masks, workers=args.workers, overwrite=args.overwrite
+    )
+    report = run.report()
+    report["bench_skipped"] = [{"id": k, "reason": r} for k, r in skipped]
+    report["counts"]["bench_skipped"] = len(skipped)
+    print(format_metrics_table(run.summary))
+    print("counts: " + ", ".join(f"{k}={v}" for k, v in report["counts"].items()))
+    for model, corr in run.correlation.items():
+        cells = ", ".join(
+            f"{m} vs {c['judge_dimension']}: {_rho(c['spearman'])} (n={c['n']})" for m, c in corr.items()
+        )
+        print(f"rank correlation with judge {model}: {cells}")
+    for sid, reason in run.failed:
+        print(f"  not scored {sid}: {reason}")
+    _dump(report, args.json)
+    return 1 if run.failed else 0
+
+
+# -- report --------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from sparkle_video.bench.report import build_report
+
+    rows = _load_bench(args)[0] if args.bench else None
+    html_path, md_path = build_report(
+        args.results,
+        args.out,
+        names=args.names,
+        bench_rows=rows,
+        protocol=args.protocol,
+        judge_model=args.judge_name,
+        max_samples=args.max_samples,
+    )
+    print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {html_path} and {md_path}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------------
+def _bench_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bench", required=True, help=BENCH_HELP)
+    p.add_argument("--themes", nargs="+", default=None, help="only these themes (default: all four)")
+    p.add_argument("--ids", nargs="+", default=None, help="only these sample ids")
+    p.add_argument("--limit", type=int, default=None, help="at most this many samples")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "bench", help="Sparkle-Bench: run an editor, judge, score and report results"
+    )
+    sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
+
+    p = sub.add_parser("infer", help="run an editor over the bench and save the official result layout")
+    _bench_selection(p)
+    p.add_argument(
+        "--model", required=True, help="identity | static-background | SparkleEditPipeline folder or repo"
+    )
+    p.add_argument("--out", required=True, help="result folder (save_dir)")
+    p.add_argument("--rank", type=int, default=0)
+    p.add_argument("--num-ranks", type=int, default=1)
+    p.add_argument("--fps", type=float, default=15.0, help="fps of saved videos (official: 15)")
+    p.add_argument("--overwrite", action="store_true", help="redo ids that already have a result")
+    p.add_argument("--dtype", default="bfloat16", help="torch dtype for a model editor")
+    p.add_argument("--device", default=None, help="device for a model editor (default: cuda if available)")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("judge", help="score result folders with a VLM judge (OpenAI-compatible or Gemini)")
+    _bench_selection(p)
+    p.add_argument("--results", nargs="+", required=True, help="result folders (save_dir)")
+    p.add_argument("--backend", choices=("openai", "gemini"), default="openai")
+    p.add_argument("--model", required=True, help="judge model name, e.g. gemini-2.5-pro")
+    p.add_argument("--judge-name", default=None, help="name used in record file names (default: --model)")
+    p.add_argument(
+        "--base-url", default=None, help="endpoint root (Azure v1, vLLM, any OpenAI-compatible server)"
+    )
+    p.add_argument(
+        "--api-key-env",
+        default=None,
+        help="environment variable holding the key "
+        "(default OPENAI_API_KEY, or GEMINI_API_KEY/GOOGLE_API_KEY for gemini)",
+    )
+    p.add_argument(
+        "--rubric", default=None, help="file with the rubric text ({edit_prompt} marks the instruction)"
+    )
+    p.add_argument("--protocol", choices=("sparkle", "openve"), default="sparkle")
+    p.add_argument(
+        "--media",
+        choices=("video", "frames"),
+        default="video",
+        help="send base64 mp4 (official) or sampled JPEG frames",
+    )
+    p.add_argument("--num-frames", type=int, default=8, help="frames per video with --media frames")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--max-attempts", type=int, default=4, help="attempts per sample (errors, bad replies)")
+    p.add_argument(
+        "--backoff", type=float, default=2.0, help="seconds before the first retry (doubles each time)"
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--json", default=None, help="also write the summary and counts to this JSON file")
+    p.set_defaults(func=cmd_judge)
+
+    p = sub.add_parser("metrics", help="judge-free metrics of one (source, edited) pair, as JSON")
+    p.add_argument("--source", required=True)
+    p.add_argument("--edited", required=True)
+    p.add_argument("--mask", default=None, help="BAIT foreground mask .npz of the source (optional)")
+    p.add_argument("--work-height", type=int, default=144, help="working resolution (frame height)")
+    p.add_argument("--json", action="store_true", help="print compact single-line JSON")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("score", help="judge-free metrics over a result folder, per theme and macro")
+    _bench_selection(p)
+    p.add_argument("--results", required=True, help="result folder (save_dir)")
+    p.add_argument(
+        "--masks", default=None, help="folder of BAIT masks ({theme}/{id}.npz, {id}.npz or Sparkle layout)"
+    )
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--overwrite", action="store_true", help="recompute metrics already in sparkle_metrics.jsonl"
+    )
+    p.add_argument(
+        "--json", default=None, help="write the summary, counts and correlations to this JSON file"
+    )
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("report", help="HTML leaderboard, per-theme charts and thumbnails; Markdown table")
+    p.add_argument("results", nargs="+", help="result folders (save_dir)")
+    p.add_argument("--out", required=True, help="report.html (the Markdown table goes beside it as .md)")
+    p.add_argument("--names", nargs="+", default=None, help="display names, one per result folder")
+    p.add_argument("--bench", default=None, help=BENCH_HELP + "; adds source thumbnails")
+    p.add_argument("--themes", nargs="+", default=None)
+    p.add_argument("--protocol", choices=("sparkle", "openve"), default="sparkle")
+    p.add_argument(
+        "--judge-name", default=None, help="which judge's records to show (default: the only/first)"
+    )
+    p.add_argument("--max-samples", type=int, default=24)
+    p.set_defaults(func=cmd_report)
