@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import SkipReport, SparkleDataError, handle
@@ -81,32 +81,28 @@ def _keyword_fields(meta: dict, path: str, sid: str) -> tuple[str | None, str | 
     return (kw.subtheme, kw.scene) if kw else (None, None)
 
 
-def join_train(
+RowPaths = Callable[[int, dict[str, str]], tuple[str, dict[str, str | None]]]
+
+
+def _join(
     theme: str,
-    csv_text: str,
+    rows: list[dict[str, str]],
     csv_path: str,
-    jsonl_text: str | None,
+    meta: dict[str, dict] | None,
     jsonl_path: str,
-    errors: str = "raise",
-    report: SkipReport | None = None,
+    row_paths: RowPaths,
+    errors: str,
+    report: SkipReport | None,
 ) -> list[SampleEntry]:
-    """Join a theme's ``prompts/{theme}_train.csv`` with its metadata JSONL, by ``task`` == ``id``."""
-    rows = read_csv_rows(csv_text, csv_path, TRAIN_CSV_COLUMNS)
-    meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
+    """Join CSV rows with metadata records by id; ``row_paths`` reads a row's id and file paths."""
     entries: list[SampleEntry] = []
     seen: set[str] = set()
     for rowno, row in enumerate(rows, start=2):
-        sid = (row.get("task") or "").strip()
+        sid = ""
         try:
-            if not sid:
-                raise SparkleDataError(f"row {rowno} has an empty 'task'", path=csv_path)
+            sid, paths = row_paths(rowno, row)
             if sid in seen:
                 raise SparkleDataError(f"row {rowno} repeats id", path=csv_path, sample_id=sid)
-            try:
-                src = safe_relpath(row["src_video"])
-                tgt = safe_relpath(row["tgt_video"])
-            except ValueError as e:
-                raise SparkleDataError(f"row {rowno}: {e}", path=csv_path, sample_id=sid) from e
             record = meta.get(sid) if meta is not None else {}
             if record is None:
                 raise SparkleDataError(
@@ -122,12 +118,12 @@ def join_train(
                     subtheme=subtheme,
                     scene=scene,
                     original_scene=metadata.get("original_scene"),
-                    edit_type=metadata.get("edit_type", theme),
-                    source_path=src,
-                    edited_path=tgt,
+                    edit_type=row.get("edited_type") or metadata.get("edit_type") or theme,
+                    **paths,  # type: ignore[arg-type]
                 )
             )
         except SparkleDataError as err:
+            sid = sid or err.sample_id or ""
             handle(err, errors, report, key=sid or f"{csv_path}:{rowno}")
         seen.add(sid)
     if meta is not None:
@@ -135,6 +131,38 @@ def join_train(
             err = SparkleDataError("id in the metadata JSONL but not in the CSV", path=csv_path, sample_id=sid)
             handle(err, errors, report, key=sid)
     return entries
+
+
+def _safe(path: str, rowno: int, csv_path: str, sid: str | None) -> str:
+    try:
+        return safe_relpath(path)
+    except ValueError as e:
+        raise SparkleDataError(f"row {rowno}: {e}", path=csv_path, sample_id=sid or None) from e
+
+
+def join_train(
+    theme: str,
+    csv_text: str,
+    csv_path: str,
+    jsonl_text: str | None,
+    jsonl_path: str,
+    errors: str = "raise",
+    report: SkipReport | None = None,
+) -> list[SampleEntry]:
+    """Join a theme's ``prompts/{theme}_train.csv`` with its metadata JSONL, by ``task`` == ``id``."""
+    rows = read_csv_rows(csv_text, csv_path, TRAIN_CSV_COLUMNS)
+    meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
+
+    def row_paths(rowno: int, row: dict[str, str]) -> tuple[str, dict[str, str | None]]:
+        sid = (row.get("task") or "").strip()
+        if not sid:
+            raise SparkleDataError(f"row {rowno} has an empty 'task'", path=csv_path)
+        return sid, {
+            "source_path": _safe(row["src_video"], rowno, csv_path, sid),
+            "edited_path": _safe(row["tgt_video"], rowno, csv_path, sid),
+        }
+
+    return _join(theme, rows, csv_path, meta, jsonl_path, row_paths, errors, report)
 
 
 def join_bench(
@@ -151,47 +179,17 @@ def join_bench(
     rows = read_csv_rows(csv_text, csv_path, BENCH_CSV_COLUMNS)
     meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
     refs = set(ref_images)
-    entries: list[SampleEntry] = []
-    seen: set[str] = set()
-    for rowno, row in enumerate(rows, start=2):
+
+    def row_paths(rowno: int, row: dict[str, str]) -> tuple[str, dict[str, str | None]]:
         raw = (row.get("original_video") or "").strip()
         sid = posixpath.splitext(posixpath.basename(raw))[0]
-        try:
-            try:
-                src = safe_relpath(raw)
-            except ValueError as e:
-                raise SparkleDataError(f"row {rowno}: {e}", path=csv_path, sample_id=sid or None) from e
-            if sid in seen:
-                raise SparkleDataError(f"row {rowno} repeats id", path=csv_path, sample_id=sid)
-            record = meta.get(sid) if meta is not None else {}
-            if record is None:
-                raise SparkleDataError(
-                    f"id in {posixpath.basename(csv_path)} but not in the metadata JSONL", path=jsonl_path, sample_id=sid
-                )
-            metadata = record.get("metadata") or {}
-            subtheme, scene = _keyword_fields(metadata, jsonl_path, sid)
-            ref = f"ref_images/{theme}/{sid}.png"
-            entries.append(
-                SampleEntry(
-                    id=sid,
-                    theme=theme,
-                    prompt=row.get("prompt") or record.get("prompt") or "",
-                    subtheme=subtheme,
-                    scene=scene,
-                    original_scene=metadata.get("original_scene"),
-                    edit_type=row.get("edited_type") or metadata.get("edit_type") or theme,
-                    source_path=src,
-                    ref_image_path=ref if ref in refs else None,
-                )
-            )
-        except SparkleDataError as err:
-            handle(err, errors, report, key=sid or f"{csv_path}:{rowno}")
-        seen.add(sid)
-    if meta is not None:
-        for sid in sorted(set(meta) - seen):
-            err = SparkleDataError("id in the metadata JSONL but not in the CSV", path=csv_path, sample_id=sid)
-            handle(err, errors, report, key=sid)
-    return entries
+        ref = f"ref_images/{theme}/{sid}.png"
+        return sid, {
+            "source_path": _safe(raw, rowno, csv_path, sid),
+            "ref_image_path": ref if ref in refs else None,
+        }
+
+    return _join(theme, rows, csv_path, meta, jsonl_path, row_paths, errors, report)
 
 
 def stage_score(record: dict, field: str) -> float | None:
