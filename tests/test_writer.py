@@ -1,0 +1,123 @@
+"""Writing the official layouts and packing deterministic tar shards; everything reads back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparkle_video import SparkleDataError, VideoReader, load_sparkle, load_sparkle_bench
+from sparkle_video.artifacts import SparkleArtifacts
+from sparkle_video.synthetic import make_demo_records, make_pair
+from sparkle_video.writer import SampleRecord, pack_shards, write_sparkle, write_sparkle_bench
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[SampleRecord]]:
+    records = make_demo_records(num_per_theme=2, themes=("location", "openve3m"), num_frames=9, height=64, width=96)
+    records[0].scores = {"edited_video_score": {"prompt": "p", "frame_indices": [1, 2], "editscore": [{"O_score": 9}, {"O_score": 8}]}}
+    root = tmp_path_factory.mktemp("written")
+    write_sparkle(records, root, overwrite=True, progress=False)
+    return root, records
+
+
+def test_layout_files_and_contents(written) -> None:
+    root, records = written
+    with open(root / "prompts/location_train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["prompt", "src_video", "tgt_video", "task"]
+    assert [r["task"] for r in rows] == ["Sparkle_location_000000", "Sparkle_location_000001"]
+    assert rows[0]["src_video"] == "location/source_video/Sparkle_location_000000.mp4"
+    metas = [json.loads(line) for line in (root / "prompts/openve3m_train_metadata.jsonl").read_text().splitlines()]
+    assert metas[0]["metadata"]["edit_type"] == "openve3m_background_change"
+    assert "chosen_keyword" not in metas[0]["metadata"]
+    loc = json.loads((root / "prompts/location_train_metadata.jsonl").read_text().splitlines()[1])
+    assert loc["metadata"]["chosen_keyword"] == records[1].chosen_keyword
+    assert (root / "intermediate_data/location/source_video_mask/Sparkle_location_000000.npz").exists()
+
+
+def test_round_trip_through_loader(written) -> None:
+    root, records = written
+    ds = load_sparkle(root)
+    assert ds["id"][:] == [r.id for r in records]
+    for row, rec in zip(ds, records, strict=True):
+        assert row["prompt"] == rec.prompt
+        got = row["edited_video"].get_frames(None)
+        assert got.shape == rec.edited.shape
+        assert np.abs(got.astype(int) - rec.edited.astype(int)).mean() < 3  # H.264 at crf 18
+    arts = SparkleArtifacts(root)
+    np.testing.assert_array_equal(arts.get(records[0].id, "source_video_mask"), records[0].mask)
+    assert arts.get(records[0].id, "foreground_grounding_r1")["objects"][0]["label"] == "person"
+    bg = arts.get(records[0].id, "edited_background_video")
+    assert bg.num_frames == 9
+    assert len(load_sparkle(root, min_scores={"edited_video_score": 8.5}, themes="location")) == 1
+
+
+def test_pack_shards_deterministic_and_sorted(written, tmp_path: Path) -> None:
+    root, records = written
+    a = pack_shards(root, tmp_path / "a", max_shard_bytes=1, include_intermediates=True)
+    b = pack_shards(root, tmp_path / "b", max_shard_bytes=1, include_intermediates=True)
+    assert a == b
+    tars = [p for p in a if p.endswith(".tar")]
+    assert "location_source_video_part00.tar" in tars and "location_source_video_part01.tar" in tars
+    assert any(p.startswith("intermediate_data/location_source_video_mask_part") for p in tars)
+    for rel in tars:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    big = pack_shards(root, tmp_path / "c")
+    with tarfile.open(tmp_path / "c" / "location_edited_video_part00.tar") as tf:
+        names = tf.getnames()
+        assert names == sorted(names) == [f"location/edited_video/{r.id}.mp4" for r in records[:2]]
+        assert {m.mtime for m in tf.getmembers()} == {1_700_000_000}
+    assert "prompts/location_train.csv" in big
+    streamed = {r["id"]: r for r in load_sparkle(tmp_path / "c", streaming=True)}
+    assert sorted(streamed) == sorted(r.id for r in records)
+    rec = records[1]
+    np.testing.assert_array_equal(
+        streamed[rec.id]["source_video"].get_frames([2]),
+        VideoReader(root / f"location/source_video/{rec.id}.mp4").get_frames([2]),
+    )
+
+
+def test_bench_layout(tmp_path: Path) -> None:
+    pair = make_pair(3, num_frames=9, height=64, width=96)
+    recs = [
+        SampleRecord(id="Sparkle_time_010001", theme="time", prompt="p1", source=pair.source,
+                     chosen_keyword="dusk: harbour at sunset", ref_image=pair.background[0]),
+        SampleRecord(id="Sparkle_time_010002", theme="time", prompt="p2", source=pair.source,
+                     chosen_keyword="night: neon street"),
+    ]
+    write_sparkle_bench(recs, tmp_path, progress=False)
+    assert (tmp_path / "time_bench.csv").read_text().splitlines()[0] == "edited_type,prompt,original_video"
+    ds = load_sparkle_bench(tmp_path)
+    assert ds["scene"][:] == ["harbour at sunset", "neon street"]
+    assert ds[0]["ref_image"].size == (96, 64) and ds[1]["ref_image"] is None
+
+
+def test_bad_records(tmp_path: Path) -> None:
+    pair = make_pair(0, num_frames=5, height=32, width=48)
+    with pytest.raises(SparkleDataError, match="not a Sparkle id"):
+        SampleRecord(id="../evil", theme="location", prompt="p", source=pair.source, edited=pair.edited)
+    with pytest.raises(SparkleDataError, match="not a Sparkle id"):
+        SampleRecord(id="/abs/Sparkle_location_000001", theme="location", prompt="p", source=pair.source)
+    rec = SampleRecord(id="Sparkle_location_000001", theme="location", prompt="p", source=pair.source)
+    with pytest.raises(SparkleDataError, match="need an edited video"):
+        write_sparkle([rec], tmp_path / "x", progress=False)
+    dup = SampleRecord(id="Sparkle_location_000001", theme="location", prompt="p", source=pair.source, edited=pair.edited)
+    with pytest.raises(SparkleDataError, match="duplicate"):
+        write_sparkle([dup, dup], tmp_path / "y", progress=False)
+    write_sparkle([dup], tmp_path / "z", progress=False)
+    with pytest.raises(FileExistsError):
+        write_sparkle([dup], tmp_path / "z", progress=False)
+
+
+def test_write_to_fsspec_url() -> None:
+    pair = make_pair(1, num_frames=5, height=32, width=48)
+    rec = SampleRecord(id="Sparkle_season_000004", theme="season", prompt="p", source=pair.source,
+                       edited=pair.edited, chosen_keyword="winter: snow")
+    write_sparkle([rec], "memory://written-season", progress=False)
+    ds = load_sparkle("memory://written-season")
+    assert ds[0]["edited_video"].get_frames([0]).shape == (1, 32, 48, 3)
