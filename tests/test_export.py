@@ -27,11 +27,11 @@ def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_kiwi_csv(dataset_root: Path, tmp_path: Path) -> None:
     n = export_kiwi_csv(dataset_root, tmp_path / "train.csv")
-    rows = list(csv.DictReader(open(tmp_path / "train.csv", newline="")))
+    rows = list(csv.DictReader((tmp_path / "train.csv").read_text().splitlines()))
     assert n == 4 and list(rows[0]) == ["src_video", "tgt_video", "prompt"]
     assert rows[0]["src_video"] == "location/source_video/Sparkle_location_000000.mp4"
     export_kiwi_csv(dataset_root, tmp_path / "rel.csv", base_path=dataset_root.parent, themes=["time"])
-    rows = list(csv.DictReader(open(tmp_path / "rel.csv", newline="")))
+    rows = list(csv.DictReader((tmp_path / "rel.csv").read_text().splitlines()))
     assert len(rows) == 2
     assert rows[1]["tgt_video"] == f"{dataset_root.name}/time/edited_video/Sparkle_time_000001.mp4"
     assert (dataset_root.parent / rows[1]["tgt_video"]).exists()

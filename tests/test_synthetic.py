@@ -19,7 +19,7 @@ def test_pair_properties() -> None:
     np.testing.assert_array_equal(p.edited[3][~p.mask[3]], p.background[3][~p.mask[3]])
     x1, y1, x2, y2 = qwen_box_to_pixels(p.box_r1, 96, 64)
     ys, xs = np.nonzero(p.mask[0])
-    assert abs(x1 - xs.min()) <= 1 and abs(x2 - xs.max() - 1) <= 1 and abs(y1 - ys.min()) <= 1
+    assert abs(x1 - xs.min()) <= 1 and abs(x2 - xs.max() - 1) <= 1 and abs(y1 - ys.min()) <= 1 and abs(y2 - ys.max() - 1) <= 1
     np.testing.assert_array_equal(make_pair(7, num_frames=9, height=64, width=96).edited, p.edited)
 
 
