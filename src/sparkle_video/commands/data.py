@@ -26,6 +26,22 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--bench", action="store_true")
     p.set_defaults(func=cmd_preview)
 
+    p = subparsers.add_parser("pack", help="pack a training folder into official-style tar shards")
+    p.add_argument("source", help="training-layout folder")
+    p.add_argument("out", help="output folder for the shards")
+    p.add_argument("--themes", nargs="*", default=None)
+    p.add_argument("--max-shard-gb", type=float, default=5.0, help="shard size limit (default: 5 GB)")
+    p.add_argument("--intermediates", action="store_true", help="also pack intermediate_data/ artefacts")
+    p.set_defaults(func=cmd_pack)
+
+    p = subparsers.add_parser("export", help="export a training folder as a Kiwi-Edit CSV or a Hub-ready folder")
+    p.add_argument("source", help="training-layout folder")
+    p.add_argument("out", help="output .csv (Kiwi-Edit) or folder (Hub)")
+    p.add_argument("--format", choices=["kiwi-csv", "hub"], default="hub")
+    p.add_argument("--base-path", default=None, help="kiwi-csv: paths relative to this folder (default: SOURCE)")
+    p.add_argument("--themes", nargs="*", default=None)
+    p.set_defaults(func=cmd_export)
+
     p = subparsers.add_parser("demo", help="build a procedural sample in the official layout, load it back, preview it")
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--per-theme", type=int, default=2, help="samples per theme (default: 2)")
@@ -83,6 +99,29 @@ def cmd_preview(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_preview(videos, row["prompt"], args.out)
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from ..writer import pack_shards
+
+    written = pack_shards(
+        args.source, args.out, themes=args.themes, max_shard_bytes=args.max_shard_gb * 1e9,
+        include_intermediates=args.intermediates,
+    )
+    print(f"wrote {sum(p.endswith('.tar') for p in written)} shards to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_hub_folder, export_kiwi_csv
+
+    if args.format == "kiwi-csv":
+        n = export_kiwi_csv(args.source, args.out, base_path=args.base_path, themes=args.themes)
+        print(f"wrote {n} rows to {args.out}")
+    else:
+        export_hub_folder(args.source, args.out, themes=args.themes)
+        print(f"wrote a Hub-ready folder to {args.out}: datasets.load_dataset({args.out!r}, THEME) loads it")
     return 0
 
 
