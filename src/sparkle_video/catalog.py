@@ -246,8 +246,10 @@ def _gen_folder(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipRe
 
 def _index_shards(root: DataRoot, shards: Sequence[str]) -> dict[str, tuple[str, TarMember]]:
     found: dict[str, tuple[str, TarMember]] = {}
+    # remotely, small blocks: the scan seeks from header to header and needs only 512 bytes at each
+    kwargs = {} if root.is_local else {"block_size": 1 << 16}
     for shard in shards:
-        with root.open(shard, "rb") as f:
+        with root.open(shard, "rb", **kwargs) as f:
             for name, member in index_tar(f, root.uri(shard)).items():
                 found[name] = (shard, member)
     return found
