@@ -87,6 +87,44 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+@contextmanager
+def attach_conditioning(
+    transformer: WanTransformer3DModel,
+    source_tokens: torch.Tensor,
+    ref_tokens: torch.Tensor | None,
+    state: dict,
+    ref_pad_first: bool = False,
+):
+    """Attach source/reference conditioning and the text-projection bypass to a stock Wan DiT.
+
+    Inside the context the patch embedding's output gets ``state["sigma"] * source_tokens`` added (and,
+    with a reference, its placeholder frame replaced by ``ref_tokens``), and the encoder context goes to
+    the cross-attention as is. Everything is undone on exit.
+    """
+
+    def add_conditions(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        src = source_tokens.to(output.dtype)
+        if src.shape[0] != output.shape[0]:
+            src = src.repeat(output.shape[0] // src.shape[0], 1, 1, 1, 1)
+        scaled = state["sigma"] * src
+        if ref_tokens is None:
+            return output + scaled
+        ref = ref_tokens.to(output.dtype).expand(output.shape[0], -1, -1, -1, -1)
+        if ref_pad_first:
+            return torch.cat([ref, output[:, :, 1:] + scaled], dim=2)
+        return torch.cat([output[:, :, :-1] + scaled, ref], dim=2)
+
+    embedder = transformer.condition_embedder
+    text_projection = embedder.text_embedder
+    handle = transformer.patch_embedding.register_forward_hook(add_conditions)
+    embedder.text_embedder = nn.Identity()
+    try:
+        yield
+    finally:
+        handle.remove()
+        embedder.text_embedder = text_projection
+
+
 class SparkleEditPipeline(DiffusionPipeline):
     r"""Edit a video from an instruction (Kiwi-Edit architecture; Kiwi-Sparkle weights).
 
@@ -154,32 +192,9 @@ class SparkleEditPipeline(DiffusionPipeline):
         mean, inv_std = self._latent_stats(device, latents.dtype)
         return (latents - mean) * inv_std
 
-    @contextmanager
     def _conditioning(self, source_tokens: torch.Tensor, ref_tokens: torch.Tensor | None, state: dict):
-        """Attach the source/reference conditioning and the text-projection bypass to the stock DiT."""
         pad_first = bool(self.ref_embedder.config.ref_pad_first) if ref_tokens is not None else False
-
-        def add_conditions(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            src = source_tokens.to(output.dtype)
-            if src.shape[0] != output.shape[0]:
-                src = src.repeat(output.shape[0] // src.shape[0], 1, 1, 1, 1)
-            scaled = state["sigma"] * src
-            if ref_tokens is None:
-                return output + scaled
-            ref = ref_tokens.to(output.dtype).expand(output.shape[0], -1, -1, -1, -1)
-            if pad_first:
-                return torch.cat([ref, output[:, :, 1:] + scaled], dim=2)
-            return torch.cat([output[:, :, :-1] + scaled, ref], dim=2)
-
-        embedder = self.transformer.condition_embedder
-        text_projection = embedder.text_embedder
-        handle = self.transformer.patch_embedding.register_forward_hook(add_conditions)
-        embedder.text_embedder = nn.Identity()
-        try:
-            yield
-        finally:
-            handle.remove()
-            embedder.text_embedder = text_projection
+        return attach_conditioning(self.transformer, source_tokens, ref_tokens, state, pad_first)
 
     def check_inputs(self, prompt: Any, height: int, width: int, num_frames: int, available: int) -> list[str]:
         if prompt is None:
