@@ -34,6 +34,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/edit_pipeline.py
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
