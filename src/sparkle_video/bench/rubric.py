@@ -43,6 +43,17 @@ class JudgeProtocol:
         return apply_cap(parse_scores(reply, self.dimensions))
 
 
+#: The judged dimensions, in the official order (dimension 1 caps the others).
+SPARKLE_DIMENSIONS = (
+    "Instruction Compliance",
+    "Overall Visual Quality",
+    "Foreground Integrity",
+    "Foreground Motion Consistency",
+    "Background Dynamics",
+    "Background Visual Quality",
+)
+OPENVE_DIMENSIONS = ("Instruction Compliance", "Consistency & Detail Fidelity", "Visual Quality & Stability")
+
 _SCALE = """Score each dimension on an integer scale from 1 (worst) to 5 (best):
 5 = flawless, 4 = minor issues only, 3 = clearly visible problems, 2 = major problems, 1 = failed."""
 
@@ -82,14 +93,7 @@ Rule: none of the last five scores may be higher than the Instruction Compliance
     + _REPLY.format(
         lines="\n".join(
             f"{d}: <1-5>"
-            for d in (
-                "Instruction Compliance",
-                "Overall Visual Quality",
-                "Foreground Integrity",
-                "Foreground Motion Consistency",
-                "Background Dynamics",
-                "Background Visual Quality",
-            )
+            for d in SPARKLE_DIMENSIONS
         )
     )
     + """
@@ -118,7 +122,7 @@ Rule: neither of the last two scores may be higher than the Instruction Complian
     + _REPLY.format(
         lines="\n".join(
             f"{d}: <1-5>"
-            for d in ("Instruction Compliance", "Consistency & Detail Fidelity", "Visual Quality & Stability")
+            for d in OPENVE_DIMENSIONS
         )
     )
     + """
@@ -129,21 +133,14 @@ Editing instruction: {instruction}
 
 SPARKLE = JudgeProtocol(
     name="sparkle",
-    dimensions=(
-        "Instruction Compliance",
-        "Overall Visual Quality",
-        "Foreground Integrity",
-        "Foreground Motion Consistency",
-        "Background Dynamics",
-        "Background Visual Quality",
-    ),
+    dimensions=SPARKLE_DIMENSIONS,
     short_names=("Ins", "Vis", "FgIn", "FgMo", "BgDy", "BgVi"),
     rubric=SPARKLE_RUBRIC,
 )
 
 OPENVE = JudgeProtocol(
     name="openve",
-    dimensions=("Instruction Compliance", "Consistency & Detail Fidelity", "Visual Quality & Stability"),
+    dimensions=OPENVE_DIMENSIONS,
     short_names=("Ins", "Cons", "VQ"),
     rubric=OPENVE_RUBRIC,
 )
