@@ -159,3 +159,13 @@ def test_full_size_architecture_on_meta() -> None:
     assert 3.6e9 < count(enc.mllm) < 3.9e9  # Qwen2.5-VL-3B
     assert parts["source_embedder"].patch_embedding.weight.shape == (3072, 48, 1, 2, 2)
     assert next(dit.parameters()).device.type == "meta"
+
+
+def test_bfloat16_pipeline_runs(pipe, clip, tmp_path) -> None:
+    pipe.save_pretrained(tmp_path / "p")
+    half = SparkleEditPipeline.from_pretrained(tmp_path / "p", torch_dtype=torch.bfloat16)
+    half.set_progress_bar_config(disable=True)
+    assert half.transformer.dtype == torch.bfloat16 and half.mllm_encoder.dtype == torch.bfloat16
+    out = run(half, clip)
+    assert out.shape == (1, 9, 64, 64, 3) and np.isfinite(out).all()
+    assert np.abs(out - run(pipe, clip)).mean() < 0.1  # same model, lower precision
