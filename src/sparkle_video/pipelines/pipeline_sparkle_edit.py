@@ -186,7 +186,7 @@ class SparkleEditPipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_video(self, frames: np.ndarray, device: torch.device) -> torch.Tensor:
         """``(T, H, W, 3) uint8`` -> normalised VAE latents ``(1, z, F, h, w)``."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(device=device, dtype=self.vae.dtype)
+        x = torch.from_numpy(np.array(frames, dtype=np.uint8)).to(device=device, dtype=self.vae.dtype)  # own copy
         x = x.permute(3, 0, 1, 2).unsqueeze(0) / 127.5 - 1.0
         latents = self.vae.encode(x).latent_dist.mode()
         mean, inv_std = self._latent_stats(device, latents.dtype)
