@@ -1,20 +1,29 @@
-"""SparkleEditPipeline speed.
+"""SparkleEditPipeline speed, against named baselines measured in the same run.
 
-CPU (default): the tiny random-weight pipeline on a 9-frame 64x64 clip: denoising steps per second,
-against the bare stock ``WanTransformer3DModel`` forward on the same latents (the baseline: what the
-step costs without the source conditioning, the text-projection bypass and guidance bookkeeping).
+CPU (default):
+  1. the tiny random-weight pipeline on a 9-frame 64x64 clip: denoising steps per second, against the
+     bare stock ``WanTransformer3DModel`` forward on the same latents (what a step costs without the
+     source conditioning, the text-projection bypass and the guidance bookkeeping);
+  2. the same tiny DiT/VAE in ``SparkleEditPipeline`` and in diffusers' ``LucyEditPipeline`` (source
+     latents concatenated on channels): seconds per denoising step, and the ratio.
 
-GPU (``--gpu``): the full-size architecture with random bf16 weights (Wan2.2-TI2V-5B DiT, 81 frames,
-480x832 and 704x1280): seconds per denoising step and peak memory, side by side with the transformer
-of diffusers' ``LucyEditPipeline`` (same backbone, the source latents concatenated on channels, text
-context through the DiT's text projection), with classifier-free guidance (2 branches) for both.
+GPU (``--gpu``): the full-size architecture with random bf16 weights (Wan2.2-TI2V-5B DiT, Wan2.2 VAE
+in float32), 81 frames at 480x832 and 704x1280, guidance 5 for both: seconds per denoising step and
+peak memory of the denoising loop, ``SparkleEditPipeline`` side by side with ``LucyEditPipeline``.
+No weights are downloadable for either, and random weights cost the same compute; both DiTs get a
+zero output projection so that random velocities cannot overflow. Sparkle's instruction encoder is a
+tiny Qwen2.5-VL producing the real context (512 query tokens of width 3072): the encoder runs once
+per call, outside the denoising steps that are timed. Lucy gets random UMT5-sized prompt embeddings.
 
-Usage: python benchmarks/edit_pipeline.py [--steps 10] [--repeats 5] [--gpu] [--json OUT]
+Steps are timed by ``callback_on_step_end`` (device synchronised), the first step excluded.
+
+Usage: python benchmarks/edit_pipeline.py [--steps 20] [--repeats 5] [--gpu] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -22,7 +31,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -38,22 +49,100 @@ def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]
     return statistics.median(times)
 
 
+def timed_steps(pipe: Any, steps: int, device: torch.device, **call: Any) -> tuple[float, float | None]:
+    """Median seconds per denoising step (first step excluded) and peak GiB of the loop (CUDA only)."""
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    stamps: list[float] = []
+
+    def on_step(p: Any, i: int, t: Any, tensors: dict) -> dict:
+        sync()
+        stamps.append(time.perf_counter())
+        if i == 0 and cuda:
+            torch.cuda.reset_peak_memory_stats()
+        return {}
+
+    pipe.set_progress_bar_config(disable=True)
+    pipe(num_inference_steps=steps, guidance_scale=5.0, output_type="latent", callback_on_step_end=on_step,
+         generator=torch.Generator().manual_seed(0), **call)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    return statistics.median(np.diff(stamps).tolist()), peak
+
+
+def _zero_output(transformer: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        transformer.proj_out.weight.zero_()
+        transformer.proj_out.bias.zero_()
+    return transformer
+
+
+def compare_with_lucy(
+    dit_config: dict, vae: Any, sizes: list[tuple[int, int]], num_frames: int, steps: int,
+    device: torch.device, dtype: torch.dtype, context_tokens: int, lucy_text_dim: int,
+) -> dict:
+    """``SparkleEditPipeline`` vs ``LucyEditPipeline`` on the same DiT config, VAE, sizes and guidance."""
+    from diffusers import LucyEditPipeline, WanTransformer3DModel
+    from PIL import Image
+
+    from sparkle_video import SparkleEditPipeline
+    from sparkle_video.models import (
+        SparkleConditionEmbedder,
+        SparkleMLLMEncoder,
+        make_scheduler,
+        tiny_components,
+    )
+
+    dim = dit_config["num_attention_heads"] * dit_config["attention_head_dim"]
+    z = dit_config["in_channels"]
+    rng = np.random.default_rng(0)
+    videos = {hw: rng.integers(0, 256, size=(num_frames, *hw, 3), dtype=np.uint8) for hw in sizes}
+    rows: dict = {f"{h}x{w}x{num_frames}": {} for h, w in sizes}
+
+    tiny = tiny_components(seed=0)
+    enc_cfg = {k: v for k, v in tiny["mllm_encoder"].config.items() if not k.startswith("_")}
+    encoder = SparkleMLLMEncoder(**{**enc_cfg, "dit_dim": dim, "num_video_queries": context_tokens})
+    sparkle = SparkleEditPipeline(
+        transformer=_zero_output(WanTransformer3DModel(**dit_config)), vae=vae, scheduler=make_scheduler(),
+        mllm_encoder=encoder, tokenizer=tiny["tokenizer"],
+        source_embedder=SparkleConditionEmbedder(in_channels=z, dim=dim, patch_size=dit_config["patch_size"]),
+    )
+    for module in (sparkle.transformer, sparkle.mllm_encoder, sparkle.source_embedder):
+        module.to(device, dtype)
+    for (h, w), key in zip(sizes, rows, strict=True):
+        s, m = timed_steps(sparkle, steps, device, prompt="a snowy forest", video=videos[(h, w)],
+                           height=h, width=w, num_frames=num_frames)
+        rows[key].update(sparkle_s_per_step=s, sparkle_peak_gib=m)
+    del sparkle, encoder
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    lucy_dit = WanTransformer3DModel(**{**dit_config, "in_channels": 2 * z, "text_dim": lucy_text_dim})
+    lucy = LucyEditPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=make_scheduler(),
+                            transformer=_zero_output(lucy_dit))
+    lucy.transformer.to(device, dtype)
+    g = torch.Generator().manual_seed(1)
+    embeds = [torch.randn(1, 512, lucy_text_dim, generator=g).to(device, dtype) for _ in range(2)]
+    for (h, w), key in zip(sizes, rows, strict=True):
+        frames = [Image.fromarray(f) for f in videos[(h, w)]]
+        s, m = timed_steps(lucy, steps, device, video=frames, prompt_embeds=embeds[0],
+                           negative_prompt_embeds=embeds[1], height=h, width=w, num_frames=num_frames)
+        rows[key].update(lucy_s_per_step=s, lucy_peak_gib=m)
+        rows[key]["ratio_sparkle_to_lucy"] = rows[key]["sparkle_s_per_step"] / s
+    return rows
+
+
 def cpu(args: argparse.Namespace) -> dict:
-    from sparkle_video.models import tiny_pipeline
+    from sparkle_video.models import tiny_components, tiny_pipeline
     from sparkle_video.synthetic import make_pair
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     pipe = tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
     clip = make_pair(0, num_frames=9, height=64, width=64).source
 
-    def call(steps: int) -> object:
-        return pipe("snowy forest", clip, num_inference_steps=steps, guidance_scale=5.0, output_type="latent",
-                    generator=torch.Generator().manual_seed(0))
-
-    t_many = median_time(lambda: call(args.steps), args.repeats)
-    t_one = median_time(lambda: call(1), args.repeats)
-    per_step = (t_many - t_one) / (args.steps - 1)
+    cpu_device = torch.device("cpu")
+    runs = [timed_steps(pipe, args.steps, cpu_device, prompt="snowy forest", video=clip)[0] for _ in range(args.repeats)]
+    per_step = statistics.median(runs)
     latents = torch.randn(2, 8, 3, 4, 4)
     tr = pipe.transformer
 
@@ -63,6 +152,10 @@ def cpu(args: argparse.Namespace) -> dict:
                       encoder_hidden_states=torch.randn(2, 8, 32), return_dict=False)
 
     base = median_time(bare, args.repeats * 4)
+    tiny = tiny_components(seed=0)
+    dit_config = {k: v for k, v in tiny["transformer"].config.items() if not k.startswith("_")}
+    lucy = compare_with_lucy(dit_config, tiny["vae"], [(64, 64)], 9, args.steps, cpu_device,
+                             torch.float32, context_tokens=8, lucy_text_dim=32)
     return {
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "clip": "9 frames 64x64, guidance 5 (2 branches)",
@@ -70,72 +163,37 @@ def cpu(args: argparse.Namespace) -> dict:
         "steps_per_second": 1.0 / per_step,
         "baseline_bare_transformer_forward_s": base,
         "ratio_step_to_bare_forward": per_step / base,
+        "tiny_vs_lucy": lucy,
     }
 
 
-def _step_time(model: torch.nn.Module, inputs: dict, repeats: int, conditioning: Callable | None = None) -> tuple[float, float]:
-    """Median seconds of one transformer call and its peak memory (GiB)."""
-
-    def step() -> object:
-        with torch.no_grad():
-            if conditioning is None:
-                return model(**inputs, return_dict=False)
-            with conditioning():
-                return model(**inputs, return_dict=False)
-
-    torch.cuda.reset_peak_memory_stats()
-    seconds = median_time(step, repeats, torch.cuda.synchronize)
-    return seconds, torch.cuda.max_memory_allocated() / 2**30
-
-
 def gpu(args: argparse.Namespace) -> dict:  # pragma: no cover - needs a GPU
-    from functools import partial
+    from diffusers import AutoencoderKLWan
 
-    from diffusers import WanTransformer3DModel
+    from sparkle_video.models.configs import WAN22_TI2V_5B_TRANSFORMER, WAN22_VAE
 
-    from sparkle_video.models.configs import WAN22_TI2V_5B_TRANSFORMER
-    from sparkle_video.models.embedders import SparkleConditionEmbedder
-    from sparkle_video.pipelines.pipeline_sparkle_edit import attach_conditioning
-
-    assert torch.cuda.is_available(), "--gpu needs CUDA"
-    dev, dtype = torch.device("cuda"), torch.bfloat16
-    results: dict = {"machine": torch.cuda.get_device_name(0), "sizes": {}}
-    sizes = [(480, 832), (704, 1280)]
-    shapes = {hw: (21, hw[0] // 16, hw[1] // 16) for hw in sizes}  # 81 frames -> 21 latent frames
-    t = torch.tensor([500.0, 500.0], device=dev, dtype=dtype)
-    rows: dict = {hw: {} for hw in sizes}
-
-    ours = WanTransformer3DModel(**WAN22_TI2V_5B_TRANSFORMER).to(dev, dtype)
-    embedder = SparkleConditionEmbedder(in_channels=48, dim=3072, zero_init=False).to(dev, dtype)
-    for hw in sizes:  # Sparkle: source tokens added to the patchified latents, 512 query tokens of context
-        lat = torch.randn(2, 48, *shapes[hw], device=dev, dtype=dtype)
-        tokens = embedder(torch.randn(1, 48, *shapes[hw], device=dev, dtype=dtype))
-        inputs = {"hidden_states": lat, "timestep": t, "encoder_hidden_states": torch.randn(2, 512, 3072, device=dev, dtype=dtype)}
-        cond = partial(attach_conditioning, ours, tokens, None, {"sigma": 0.5})
-        rows[hw]["sparkle"] = _step_time(ours, inputs, args.repeats, cond)
-    del ours
-    torch.cuda.empty_cache()
-    lucy = WanTransformer3DModel(**dict(WAN22_TI2V_5B_TRANSFORMER, in_channels=96)).to(dev, dtype)
-    for hw in sizes:  # LucyEditPipeline: source latents concatenated on channels, UMT5 text context
-        lat = torch.randn(2, 96, *shapes[hw], device=dev, dtype=dtype)
-        inputs = {"hidden_states": lat, "timestep": t, "encoder_hidden_states": torch.randn(2, 512, 4096, device=dev, dtype=dtype)}
-        rows[hw]["lucy"] = _step_time(lucy, inputs, args.repeats)
-    for (h, w), row in rows.items():
-        (s_s, s_m), (l_s, l_m) = row["sparkle"], row["lucy"]
-        results["sizes"][f"{h}x{w}x81"] = {
-            "sparkle_s_per_step": s_s, "lucy_s_per_step": l_s, "ratio": s_s / l_s,
-            "sparkle_peak_gib": s_m, "lucy_peak_gib": l_m,
-        }
-    return results
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs CUDA")
+    device = torch.device("cuda")
+    vae = AutoencoderKLWan(**WAN22_VAE, latents_mean=[0.0] * 48, latents_std=[1.0] * 48).to(device)
+    vae.enable_tiling()
+    rows = compare_with_lucy(dict(WAN22_TI2V_5B_TRANSFORMER), vae, [(480, 832), (704, 1280)], 81, args.steps,
+                             device, torch.bfloat16, context_tokens=512, lucy_text_dim=4096)
+    return {"machine": torch.cuda.get_device_name(0), "dtype": "bfloat16", "guidance_scale": 5.0, "sizes": rows}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # both DiTs are cast the same way; the fp32-module notice is noise here
+    if args.steps < 3:
+        parser.error("--steps must be at least 3 (the first step is not timed)")
     results = gpu(args) if args.gpu else cpu(args)
     print(json.dumps(results, indent=2))
     if args.json:

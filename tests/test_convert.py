@@ -123,3 +123,29 @@ def test_pth_is_loaded_without_unpickling_objects(tmp_path) -> None:
     torch.save({"a": Evil()}, bad)
     with pytest.raises(Exception, match=r"(?i)weights_only|unsupported|global"):
         load_checkpoint(bad)
+
+
+def test_convert_checkpoint_command_from_folders(tmp_path) -> None:
+    """The CLI loads base models from folders (a whole pipeline folder or the component's own)."""
+    from sparkle_video.cli import main
+
+    parts = tiny_components(seed=0)
+    ck = synthetic_checkpoint(parts)
+    save_file(ck, str(tmp_path / "model.safetensors"))
+    parts["transformer"].save_pretrained(tmp_path / "wan" / "transformer")  # a pipeline-style folder
+    parts["vae"].save_pretrained(tmp_path / "vae")  # the component's own folder
+    parts["mllm_encoder"].mllm.save_pretrained(tmp_path / "qwen")
+    parts["tokenizer"].save_pretrained(tmp_path / "qwen")
+    code = main(["convert-checkpoint", "--ckpt", str(tmp_path / "model.safetensors"),
+                 "--base-transformer", str(tmp_path / "wan"), "--base-vae", str(tmp_path / "vae"),
+                 "--mllm", str(tmp_path / "qwen"), "--out", str(tmp_path / "out"), "--dtype", "float32",
+                 "--lora-alpha", "2", "--ref-pad-first", "--max-ref-tokens", "4"])
+    assert code == 0
+    pipe = SparkleEditPipeline.from_pretrained(tmp_path / "out")
+    assert pipe.ref_embedder.config.ref_pad_first is True
+    assert pipe.mllm_encoder.config.max_ref_pixels == 28 * 28 * 4
+    a = ck["pipe.dit.blocks.1.cross_attn.o.lora_A.default.weight"]
+    b = ck["pipe.dit.blocks.1.cross_attn.o.lora_B.default.weight"]
+    base = parts["transformer"].blocks[1].attn2.to_out[0].weight
+    torch.testing.assert_close(pipe.transformer.blocks[1].attn2.to_out[0].weight, base + 2 * b @ a)
+    torch.testing.assert_close(pipe.mllm_encoder.ref_queries.data, ck["pipe.mllm.ref_queries.q"])

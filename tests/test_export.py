@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
-from sparkle_video import VideoReader
-from sparkle_video.export import export_hub_folder, export_kiwi_csv
+from sparkle_video import SkipReport, SparkleDataError, VideoReader
+from sparkle_video.export import HUB_FEATURES, export_hub_folder, export_kiwi_csv
 from sparkle_video.synthetic import make_demo_records
-from sparkle_video.writer import write_sparkle
+from sparkle_video.writer import pack_shards, write_sparkle
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def test_hub_folder_loads_with_plain_load_dataset(dataset_root: Path, tmp_path: 
     export_hub_folder(dataset_root, out)
     card = DatasetCard.load(out / "README.md")
     assert [c["config_name"] for c in card.data.configs] == ["location", "time", "all"]
-    ds = datasets.load_dataset(str(out), "location", split="train")
+    ds = datasets.load_dataset(str(out), "location", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert ds["id"] == ["Sparkle_location_000000", "Sparkle_location_000001"]
     assert ds[0]["subtheme"] == "urban" and ds[0]["theme"] == "location"
     row = ds[1]
@@ -50,5 +53,46 @@ def test_hub_folder_loads_with_plain_load_dataset(dataset_root: Path, tmp_path: 
     played = VideoReader(row["edited_video"])
     assert isinstance(row["edited_video"], bytes)
     np.testing.assert_array_equal(played.get_frames(None), original.get_frames(None))
-    everything = datasets.load_dataset(str(out), "all", split="train")
+    everything = datasets.load_dataset(str(out), "all", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert sorted(everything["theme"]) == ["location", "location", "time", "time"]
+    assert everything.features == HUB_FEATURES  # the schema the card declares
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    assert infos["location"].features == HUB_FEATURES and infos["all"].splits["train"].num_examples == 4
+    assert infos["time"].splits["train"].num_bytes > 0
+    assert card.data.license == "cc-by-4.0" and card.data.size_categories == ["n<1K"]
+
+
+def test_hub_folder_from_tar_shards_parts_and_skips(dataset_root: Path, tmp_path: Path) -> None:
+    pack_shards(dataset_root, tmp_path / "shards")
+    out = tmp_path / "hub"
+    export_hub_folder(tmp_path / "shards", out, themes=["time"], rows_per_group=1, max_file_bytes=1, progress=False)
+    assert sorted(p.name for p in (out / "data/time").iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
+    assert pq.ParquetFile(out / "data/time/train-00000.parquet").metadata.num_row_groups == 1
+    ds = datasets.load_dataset(str(out), "time", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    original = dataset_root / "time/source_video/Sparkle_time_000000.mp4"
+    assert ds["id"] == ["Sparkle_time_000000", "Sparkle_time_000001"]
+    assert ds[0]["source_video"] == original.read_bytes()  # the shard member, byte for byte
+    assert ds[0]["edit_type"] == "time"
+
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset_root, broken)
+    (broken / "time/edited_video/Sparkle_time_000001.mp4").write_bytes(b"")
+    with pytest.raises(SparkleDataError, match="Sparkle_time_000001"):
+        export_hub_folder(broken, tmp_path / "hub-raise", themes=["time"], progress=False)
+    report = SkipReport()
+    export_hub_folder(broken, tmp_path / "hub-skip", errors="skip", skip_report=report, progress=False)
+    assert report.ids == ["Sparkle_time_000001"]
+    kept = datasets.load_dataset(str(tmp_path / "hub-skip"), "all", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert len(kept) == 3 and "Sparkle_time_000001" not in kept["id"]
+
+
+def test_kiwi_csv_missing_video(dataset_root: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset_root, broken)
+    (broken / "location/source_video/Sparkle_location_000001.mp4").unlink()
+    with pytest.raises(SparkleDataError, match="Sparkle_location_000001"):
+        export_kiwi_csv(broken, tmp_path / "a.csv")
+    report = SkipReport()
+    assert export_kiwi_csv(broken, tmp_path / "b.csv", errors="skip", skip_report=report) == 3
+    assert report.ids == ["Sparkle_location_000001"]
+    assert "Sparkle_location_000001" not in (tmp_path / "b.csv").read_text()

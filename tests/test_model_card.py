@@ -23,6 +23,8 @@ def test_model_card_metadata() -> None:
     assert data.base_model == ["Wan-AI/Wan2.2-TI2V-5B", "Qwen/Qwen2.5-VL-3B-Instruct"]
     assert data.datasets == ["stdKonjac/Sparkle"]
     assert "3.81" in card.text and "SparkleEditPipeline.from_pretrained" in card.text
+    assert "stdKonjac/Kiwi-Sparkle-720P-81F" in card.text and "guidance_scale=1" in card.text
+    assert data.tags and "video-editing" in data.tags
     assert ModelCard(card.content).data.to_dict() == data.to_dict()
 
 

@@ -133,6 +133,9 @@ def test_conditioning_forward_matches_reference(pipe, clip) -> None:
         ({"num_frames": 8}, "4k\\+1"),
         ({"num_frames": 13}, "only 9 frames"),
         ({"output_type": "gif"}, "output_type"),
+        ({"callback_on_step_end_tensor_inputs": ["noise"]}, "may only name"),
+        ({"unconditional": "random"}, "unconditional"),
+        ({"video": [np.zeros((64, 64, 3), np.uint8), np.zeros((32, 64, 3), np.uint8)]}, "differ in size"),
     ],
 )
 def test_bad_input(pipe, clip, kwargs: dict, message: str) -> None:
@@ -169,3 +172,65 @@ def test_bfloat16_pipeline_runs(pipe, clip, tmp_path) -> None:
     out = run(half, clip)
     assert out.shape == (1, 9, 64, 64, 3) and np.isfinite(out).all()
     assert np.abs(out - run(pipe, clip)).mean() < 0.1  # same model, lower precision
+
+
+def test_callback_on_step_end_sees_and_replaces_latents(pipe, clip) -> None:
+    seen: list[tuple[int, float]] = []
+
+    def callback(p, step, timestep, tensors):
+        seen.append((step, float(timestep)))
+        assert set(tensors) == {"latents"} and tensors["latents"].shape == (1, 8, 3, 4, 4)
+        return {"latents": torch.full_like(tensors["latents"], float(step))}
+
+    out = run(pipe, clip, output_type="latent", callback_on_step_end=callback)
+    assert [s for s, _ in seen] == [0, 1]
+    np.testing.assert_allclose([t for _, t in seen], pipe.scheduler.timesteps.numpy(), rtol=1e-6)
+    assert torch.equal(out, torch.full((1, 8, 3, 4, 4), 1.0))  # the last callback's latents are the result
+
+
+def test_vae_tiling_is_used_for_encode_and_decode(clip) -> None:
+    tiled = tiny_pipeline(seed=0)
+    tiled.set_progress_bar_config(disable=True)
+    plain = run(tiled, clip)
+    calls: list[str] = []
+    vae = tiled.vae
+    enc, dec = vae.tiled_encode, vae.tiled_decode
+    vae.tiled_encode = lambda *a, **k: (calls.append("encode"), enc(*a, **k))[1]
+    vae.tiled_decode = lambda *a, **k: (calls.append("decode"), dec(*a, **k))[1]
+    tiled.enable_vae_tiling(tile_sample_min_height=32, tile_sample_min_width=32,
+                            tile_sample_stride_height=16, tile_sample_stride_width=16)
+    out = run(tiled, clip)
+    assert calls == ["encode", "decode"]
+    assert out.shape == plain.shape and np.isfinite(out).all() and np.abs(out - plain).max() > 0
+    tiled.disable_vae_tiling()
+    calls.clear()
+    np.testing.assert_array_equal(run(tiled, clip), plain)
+    assert calls == []
+
+
+def test_encoder_limits_apply_for_one_call_only(pipe, clip) -> None:
+    grids: list[list[int]] = []
+    hook = pipe.mllm_encoder.mllm.register_forward_pre_hook(
+        lambda m, a, k: grids.append(k["video_grid_thw"][0].tolist()), with_kwargs=True
+    )
+    try:
+        run(pipe, clip, guidance_scale=1.0)
+        run(pipe, clip, guidance_scale=1.0, max_sequence_frames=2, max_sequence_pixels=28 * 28 * 4)
+        run(pipe, clip, guidance_scale=1.0)
+    finally:
+        hook.remove()
+    assert grids == [[2, 4, 4], [1, 4, 4], [2, 4, 4]]  # 4 frames -> 2 temporal patches; 2 frames -> 1
+    assert pipe.mllm_encoder.config.max_frames == 4
+
+
+def test_real_sample_clip_if_present(pipe) -> None:
+    from conftest import SAMPLES
+
+    clips = sorted(SAMPLES.glob("*/source_video/*.mp4")) if SAMPLES.is_dir() else []
+    if not clips:
+        pytest.skip("shared samples not available")
+    reader = VideoReader(clips[0])
+    assert (reader.width, reader.height) == (1280, 720)
+    out = pipe("Replace the background with a snowy forest.", reader, num_frames=9, num_inference_steps=1,
+               max_pixels=128 * 224, generator=torch.Generator().manual_seed(0)).frames
+    assert out.shape == (1, 9, 96, 224, 3) and np.isfinite(out).all()  # 720x1280 -> 96x224 grid under 128*224

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sparkle_video import SparkleDataError, VideoReader, load_sparkle, load_sparkle_bench
 from sparkle_video.artifacts import SparkleArtifacts
 from sparkle_video.synthetic import make_demo_records, make_pair
-from sparkle_video.writer import SampleRecord, pack_shards, write_sparkle, write_sparkle_bench
+from sparkle_video.video import write_video
+from sparkle_video.writer import SampleRecord, pack_shards, plan_parts, write_sparkle, write_sparkle_bench
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,17 @@ def test_round_trip_through_loader(written) -> None:
     assert arts.get(records[0].id, "foreground_grounding_r1")["objects"][0]["label"] == "person"
     bg = arts.get(records[0].id, "edited_background_video")
     assert bg.num_frames == 9
+    assert np.abs(bg.get_frames(None).astype(int) - records[0].background.astype(int)).mean() < 3
+    canny = arts.get(records[0].id, "edited_video_canny").get_frames([0])[0]
+    assert canny.shape == (64, 96, 3)
+    assert ((canny[..., 0] > 127) == (records[0].canny[0, ..., 0] > 127)).mean() > 0.97  # edges survive H.264
+    assert set(arts.available(records[0].id)) >= {
+        "source_frame0", "edited_frame0", "edited_frame0_foreground_removed", "edited_background_video",
+        "source_video_mask", "edited_video_canny", "foreground_grounding_r1", "foreground_grounding_r2",
+        "edited_video_score",
+    }
+    np.testing.assert_array_equal(np.asarray(arts.get(records[1].id, "edited_frame0")), records[1].edited[0])  # PNG
+    assert arts.get(records[1].id, "foreground_grounding_r2") == records[1].grounding_r2
     assert len(load_sparkle(root, min_scores={"edited_video_score": 8.5}, themes="location")) == 1
 
 
@@ -80,6 +94,18 @@ def test_pack_shards_deterministic_and_sorted(written, tmp_path: Path) -> None:
         streamed[rec.id]["source_video"].get_frames([2]),
         VideoReader(root / f"location/source_video/{rec.id}.mp4").get_frames([2]),
     )
+
+
+def test_plan_parts_and_bad_pack_requests(written, tmp_path: Path) -> None:
+    assert plan_parts([100, 100, 100], 2100) == [0, 0, 1]  # each member: a 512 header + data padded to 512
+    assert plan_parts([100, 100, 100], 1) == [0, 1, 2]  # one member per part when nothing fits
+    assert plan_parts([5000, 10], 1024) == [0, 1] and plan_parts([], 10) == []
+    root, _ = written
+    with pytest.raises(SparkleDataError, match="season"):
+        pack_shards(root, tmp_path / "x", themes=["season"])
+    with pytest.raises(SparkleDataError, match="any theme"):
+        pack_shards(tmp_path, tmp_path / "y")
+    assert not list((tmp_path / "x").glob("*.partial"))
 
 
 def test_bench_layout(tmp_path: Path) -> None:
@@ -112,6 +138,18 @@ def test_bad_records(tmp_path: Path) -> None:
     write_sparkle([dup], tmp_path / "z", progress=False)
     with pytest.raises(FileExistsError):
         write_sparkle([dup], tmp_path / "z", progress=False)
+    with pytest.raises(SparkleDataError, match="does not belong to theme"):
+        SampleRecord(id="Sparkle_location_000001", theme="../time", prompt="p", source=pair.source)
+    with pytest.raises(SparkleDataError, match="subtheme: scene"):
+        SampleRecord(id="Sparkle_time_000001", theme="time", prompt="p", source=pair.source, chosen_keyword="dusk")
+    no_keyword = SampleRecord(id="Sparkle_time_000001", theme="time", prompt="p", source=pair.source)
+    with pytest.raises(SparkleDataError, match="chosen_keyword"):
+        write_sparkle_bench([no_keyword], tmp_path / "b", progress=False)
+    openve = SampleRecord(id="Sparkle_openve3m_000001", theme="openve3m", prompt="p", source=pair.source,
+                          chosen_keyword="misc: field")
+    assert openve.edit_type == "openve3m_background_change" and "chosen_keyword" not in openve.metadata()
+    with pytest.raises(SparkleDataError, match="themes"):
+        write_sparkle_bench([openve], tmp_path / "c", progress=False)
 
 
 def test_write_to_fsspec_url() -> None:
@@ -121,3 +159,23 @@ def test_write_to_fsspec_url() -> None:
     write_sparkle([rec], "memory://written-season", progress=False)
     ds = load_sparkle("memory://written-season")
     assert ds[0]["edited_video"].get_frames([0]).shape == (1, 32, 48, 3)
+
+
+def test_encoded_inputs_are_copied_byte_for_byte(tmp_path: Path) -> None:
+    pair = make_pair(2, num_frames=5, height=32, width=48)
+    src_file = tmp_path / "in.mp4"
+    write_video(pair.source, src_file, fps=16)
+    edited_bytes = io.BytesIO()
+    write_video(pair.edited, edited_bytes, fps=16)
+    png = tmp_path / "ref.png"
+    Image.fromarray(pair.background[0]).save(png)
+    rec = SampleRecord(id="Sparkle_style_000002", theme="style", prompt="p", source=src_file,
+                       edited=edited_bytes.getvalue(), chosen_keyword="art: watercolour village",
+                       source_frame0=Image.fromarray(pair.source[0]), ref_image=png)
+    write_sparkle([rec], tmp_path / "train", progress=False)
+    assert (tmp_path / "train/style/source_video/Sparkle_style_000002.mp4").read_bytes() == src_file.read_bytes()
+    assert (tmp_path / "train/style/edited_video/Sparkle_style_000002.mp4").read_bytes() == edited_bytes.getvalue()
+    frame0 = Image.open(tmp_path / "train/intermediate_data/style/source_frame0/Sparkle_style_000002.png")
+    np.testing.assert_array_equal(np.asarray(frame0), pair.source[0])
+    write_sparkle_bench([rec], tmp_path / "bench", progress=False)
+    assert (tmp_path / "bench/ref_images/style/Sparkle_style_000002.png").read_bytes() == png.read_bytes()

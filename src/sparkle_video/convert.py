@@ -257,12 +257,17 @@ def convert_checkpoint(
     out_dir: str | os.PathLike | None = None,
     lora_alpha: float = 1.0,
     torch_dtype: torch.dtype | None = None,
+    ref_pad_first: bool = False,
+    max_ref_tokens: int = 512,
 ) -> tuple[Any, ConversionReport]:
     """Build a ``SparkleEditPipeline`` from a training checkpoint and base models; optionally save it.
 
     ``base_transformer``/``base_vae``/``mllm`` are paths or Hub ids (a Wan2.2-TI2V-5B diffusers
     ``transformer``/``vae`` folder, Qwen2.5-VL-3B-Instruct) or already-loaded modules; ``tokenizer``
-    defaults to the MLLM's.
+    defaults to the MLLM's. Two training settings are not stored in a checkpoint and must be given
+    for reference-image models: whether the reference tokens went first (``ref_pad_first``) and the
+    reference image's token budget in the encoder (``max_ref_tokens``, 28x28-pixel tokens).
+    Already-loaded modules are used, and modified, in place (no second copy of 8B parameters).
     """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
@@ -272,10 +277,10 @@ def convert_checkpoint(
 
     state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
     transformer = base_transformer if isinstance(base_transformer, torch.nn.Module) else (
-        WanTransformer3DModel.from_pretrained(base_transformer, subfolder=_sub(base_transformer, "transformer"))
+        load_component(WanTransformer3DModel, base_transformer, "transformer")
     )
     vae = base_vae if isinstance(base_vae, torch.nn.Module) else (
-        AutoencoderKLWan.from_pretrained(base_vae, subfolder=_sub(base_vae, "vae"))
+        load_component(AutoencoderKLWan, base_vae, "vae")
     )
     qwen = mllm if isinstance(mllm, torch.nn.Module) else Qwen2_5_VLForConditionalGeneration.from_pretrained(mllm)
     if tokenizer is None:
@@ -286,19 +291,22 @@ def convert_checkpoint(
     dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
     if "video_queries" not in shapes:
         raise CheckpointError("checkpoint lacks required parts: ['video_queries']")
-    encoder = SparkleMLLMEncoder(
-        qwen_config=qwen.config.to_dict(),
+    encoder = SparkleMLLMEncoder.from_qwen(
+        qwen,
         dit_dim=dim,
         num_image_queries=shapes.get("image_queries", (256,))[0],
         num_video_queries=shapes["video_queries"][0],
         num_ref_queries=shapes.get("ref_queries", (512,))[0],
+        max_ref_pixels=28 * 28 * max_ref_tokens,
     )
-    encoder.mllm.load_state_dict(qwen.state_dict())
     z = transformer.config.in_channels
     patch = tuple(transformer.config.patch_size)
     source_embedder = SparkleConditionEmbedder(in_channels=z, dim=dim, patch_size=patch)
     has_ref = any(normalize_key(k).startswith("ref_vae_condition.") for k in state)
-    ref_embedder = SparkleConditionEmbedder(in_channels=z, dim=dim, patch_size=patch) if has_ref else None
+    ref_embedder = (
+        SparkleConditionEmbedder(in_channels=z, dim=dim, patch_size=patch, ref_pad_first=ref_pad_first)
+        if has_ref else None
+    )
     report = apply_checkpoint(state, transformer, encoder, source_embedder, ref_embedder, lora_alpha)
     pipe = SparkleEditPipeline(
         transformer=transformer, vae=vae, scheduler=make_scheduler(), mllm_encoder=encoder,
@@ -311,10 +319,15 @@ def convert_checkpoint(
     return pipe, report
 
 
-def _sub(path: Any, name: str) -> str | None:
-    """Use ``name`` as subfolder when ``path`` is a whole pipeline folder rather than the component."""
+def load_component(cls: Any, path: str | os.PathLike, name: str) -> Any:
+    """Load ``cls`` from a component folder/repo, or from the ``name`` subfolder of a whole pipeline's."""
     p = os.fspath(path)
-    return name if os.path.isdir(os.path.join(p, name)) else None
+    if os.path.isdir(p):
+        return cls.from_pretrained(p, subfolder=name if os.path.isdir(os.path.join(p, name)) else None)
+    try:  # a Hub id: a diffusers pipeline repo has the component in a subfolder
+        return cls.from_pretrained(p, subfolder=name)
+    except OSError:
+        return cls.from_pretrained(p)
 
 
 def unmapped_keys(ckpt: Iterable[str]) -> list[str]:

@@ -1,8 +1,10 @@
 """Exports: Kiwi-Edit training CSVs, and Hub-ready folders that plain ``datasets.load_dataset`` loads.
 
-The Hub folder stores each theme as Parquet with the mp4 bytes embedded, and a ``README.md`` whose YAML
-``configs:`` name one config per theme, so ``load_dataset(folder_or_repo, "location")`` works with no
-loading script and no video decoder installed; the bytes play anywhere (``VideoReader(row["source_video"])``).
+The Hub folder stores each theme as Parquet with the mp4 bytes embedded and a ``README.md`` whose YAML
+``configs:`` name one config per theme (plus ``all``) and whose ``dataset_info`` declares the features, so
+``load_dataset(folder_or_repo, "location")`` works with no loading script and no video decoder installed
+(``datasets``' own ``Video`` feature needs torchcodec and a system FFmpeg); the bytes play anywhere:
+``VideoReader(row["source_video"])``.
 """
 
 from __future__ import annotations
@@ -10,42 +12,81 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+import datasets
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
+from datasets.info import DatasetInfo, DatasetInfosDict
+from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
 from .catalog import LoadOptions, available_themes, read_entries
-from .errors import SkipReport, SparkleDataError
+from .errors import SkipReport, SparkleDataError, check_error_mode, handle
+from .layout import OPENVE_EDIT_TYPE, THEMES
 from .sources import open_root
 
 KIWI_CSV_COLUMNS = ("src_video", "tgt_video", "prompt")
-HUB_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("theme", pa.string()),
-        ("prompt", pa.string()),
-        ("subtheme", pa.string()),
-        ("scene", pa.string()),
-        ("original_scene", pa.string()),
-        ("edit_type", pa.string()),
-        ("source_video", pa.binary()),
-        ("edited_video", pa.binary()),
-    ]
+
+#: The exported rows: the loader's text fields, the edit type, and both videos as encoded mp4 bytes.
+HUB_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "theme": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "subtheme": datasets.Value("string"),
+        "scene": datasets.Value("string"),
+        "original_scene": datasets.Value("string"),
+        "edit_type": datasets.Value("string"),
+        "source_video": datasets.Value("binary"),
+        "edited_video": datasets.Value("binary"),
+    }
 )
+HUB_SCHEMA: pa.Schema = HUB_FEATURES.arrow_schema
+_VIDEO_COLUMNS = ("source_video", "edited_video")
+_TEXT_COLUMNS = [name for name in HUB_FEATURES if name not in _VIDEO_COLUMNS]
+#: mp4 bytes are already compressed: no codec, dictionary or min/max statistics for them (all cost time).
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": {**{c: "snappy" for c in _TEXT_COLUMNS}, **{c: "none" for c in _VIDEO_COLUMNS}},
+    "use_dictionary": _TEXT_COLUMNS,
+    "write_statistics": _TEXT_COLUMNS,
+}
+
+DEFAULT_CARD_TEXT = """# Sparkle export
+
+Sparkle video background-replacement pairs exported by `sparkle-video`: one config per theme (and `all`),
+each row holding the instruction, its keyword fields and both videos as embedded mp4 bytes.
+
+```python
+import datasets
+from sparkle_video import VideoReader
+
+ds = datasets.load_dataset("path/or/repo", "location", split="train")
+frames = VideoReader(ds[0]["edited_video"]).get_frames_uniform(4)  # (4, H, W, 3) uint8
+```
+
+Licence: CC BY 4.0, as the Sparkle dataset.
+"""
 
 
-def _entries(root_path: str | os.PathLike, themes: Sequence[str] | None) -> dict[str, list]:
-    root = open_root(root_path)
-    chosen = list(themes) if themes else available_themes(root, bench=False)
-    if not chosen:
-        raise SparkleDataError("no prompts/{theme}_train.csv found", path=root.url)
-    options = LoadOptions(themes=tuple(chosen))
-    return {theme: read_entries(root, theme, options, SkipReport()) for theme in chosen}
+# -- Kiwi-Edit CSV -------------------------------------------------------------------------------
+def kiwi_rows(
+    root_abs: str, entries: Iterable[Any], base: str, errors: str = "raise", report: SkipReport | None = None
+) -> list[dict[str, str]]:
+    """Kiwi-Edit rows for ``entries`` with paths relative to ``base``; missing or empty videos are errors."""
+    rows = []
+    for e in entries:
+        paths = [os.path.join(root_abs, *p.split("/")) for p in (e.source_path, e.edited_path)]
+        bad = next((p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0), None)
+        if bad is not None:
+            handle(SparkleDataError("video file is missing or empty", path=bad, sample_id=e.id), errors, report)
+            continue
+        rel = [os.path.relpath(p, base).replace(os.sep, "/") for p in paths]
+        rows.append({"src_video": rel[0], "tgt_video": rel[1], "prompt": e.prompt})
+    return rows
 
 
 def export_kiwi_csv(
@@ -54,78 +95,184 @@ def export_kiwi_csv(
     *,
     base_path: str | os.PathLike | None = None,
     themes: Sequence[str] | None = None,
+    errors: str = "raise",
+    skip_report: SkipReport | None = None,
 ) -> int:
-    """Write a Kiwi-Edit training CSV (``src_video, tgt_video, prompt``) for a training-layout folder.
+    """Write a Kiwi-Edit training CSV (``src_video, tgt_video, prompt``) for a local training-layout folder.
 
-    Paths are relative to ``base_path`` (default: the dataset root, which is then Kiwi-Edit's base path).
-    Returns the number of rows.
+    Kiwi-Edit reads the videos from disk, so ``root`` is a local folder with loose mp4s (the preview
+    layout, or shards after extraction). Paths are relative to ``base_path`` (default: ``root``, which is
+    then Kiwi-Edit's base path). Returns the number of rows written; under ``errors="skip"`` each sample
+    left out is named in ``skip_report``.
     """
+    check_error_mode(errors)
+    report = skip_report if skip_report is not None else SkipReport()
     root_abs = os.path.abspath(os.fspath(root))
     base = os.path.abspath(os.fspath(base_path)) if base_path is not None else root_abs
-    rows = []
-    for entries in _entries(root_abs, themes).values():
-        for e in entries:
-            rel = [os.path.relpath(os.path.join(root_abs, p), base).replace(os.sep, "/") for p in (e.source_path, e.edited_path)]
-            rows.append({"src_video": rel[0], "tgt_video": rel[1], "prompt": e.prompt})
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    data_root = open_root(root_abs)
+    chosen = list(themes) if themes else available_themes(data_root, bench=False)
+    options = LoadOptions(themes=tuple(chosen), errors=errors)
+    rows: list[dict[str, str]] = []
+    for theme in chosen:
+        rows += kiwi_rows(root_abs, read_entries(data_root, theme, options, report), base, errors, report)
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(out_csv))), exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(KIWI_CSV_COLUMNS))
+        writer = csv.DictWriter(f, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
 
 
-def hub_card_yaml(themes: Sequence[str], pretty_name: str = "Sparkle (export)") -> dict:
-    """Card metadata whose ``configs`` make every theme (and ``all``) loadable with plain ``load_dataset``."""
-    configs = [
-        {"config_name": t, "data_files": [{"split": "train", "path": f"data/{t}/*.parquet"}]} for t in themes
-    ]
+# -- Hub-ready folder ----------------------------------------------------------------------------
+def hub_card_data(
+    counts: dict[str, int], pretty_name: str = "Sparkle (export)", num_bytes: dict[str, int] | None = None
+) -> DatasetCardData:
+    """Card metadata: one config per theme plus a default ``all``, each with its features and split size."""
+    themes = sorted(counts, key=lambda t: (THEMES.index(t) if t in THEMES else len(THEMES), t))
+    configs = [{"config_name": t, "data_files": [{"split": "train", "path": f"data/{t}/*.parquet"}]} for t in themes]
     configs.append({"config_name": "all", "data_files": [{"split": "train", "path": "data/*/*.parquet"}], "default": True})
-    return {
-        "pretty_name": pretty_name,
-        "license": "cc-by-4.0",
-        "language": ["en"],
-        "task_categories": ["video-to-video"],
-        "tags": ["video-editing", "background-replacement", "sparkle"],
-        "configs": configs,
+    n = sum(counts.values())
+    card = DatasetCardData(
+        pretty_name=pretty_name,
+        license="cc-by-4.0",
+        language=["en"],
+        task_categories=["video-to-video"],
+        size_categories=[size_category(n)],
+        tags=["video-editing", "background-replacement", "sparkle"],
+        configs=configs,
+    )
+    sizes = dict(num_bytes or {})
+    sizes["all"] = sum(sizes.get(t, 0) for t in themes)
+    infos = {
+        name: DatasetInfo(
+            config_name=name,
+            features=HUB_FEATURES,
+            splits=datasets.SplitDict(
+                {"train": datasets.SplitInfo("train", num_bytes=sizes.get(name, 0), num_examples=count)}
+            ),
+        )
+        for name, count in [*((t, counts[t]) for t in themes), ("all", n)]
     }
+    DatasetInfosDict(infos).to_dataset_card_data(card)
+    return card
+
+
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` bucket for ``n`` rows."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "1M<n<10M"
+
+
+@dataclass
+class _ParquetParts:
+    """Rolling Parquet files ``data/{theme}/train-XXXXX.parquet``: small row groups, bounded file size."""
+
+    fs: Any
+    folder: str
+    rows_per_group: int
+    max_file_bytes: float
+    part: int = 0
+    file_bytes: int = 0
+    total_bytes: int = 0
+    rows: list[dict] = field(default_factory=list)
+    writer: pq.ParquetWriter | None = None
+    handle: Any = None
+    written: list[str] = field(default_factory=list)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.rows_per_group:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        if self.writer is None:
+            path = posixpath.join(self.folder, f"train-{self.part:05d}.parquet")
+            self.fs.makedirs(self.folder, exist_ok=True)
+            self.handle = self.fs.open(path, "wb")
+            self.writer = pq.ParquetWriter(self.handle, HUB_SCHEMA, **PARQUET_OPTIONS)
+            self.written.append(path)
+        table = pa.Table.from_pylist(self.rows, schema=HUB_SCHEMA)
+        self.writer.write_table(table)
+        self.file_bytes += table.nbytes
+        self.total_bytes += table.nbytes
+        self.rows = []
+        if self.file_bytes >= self.max_file_bytes:
+            self._close_file()
+            self.part, self.file_bytes = self.part + 1, 0
+
+    def close(self) -> None:
+        self.flush()
+        self._close_file()
+
+    def _close_file(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.handle.close()
+            self.writer = self.handle = None
+
+
+def hub_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A loader row (lazy ``VideoReader``s) -> an export row with the encoded mp4 bytes."""
+    out = {k: row[k] for k in ("id", "theme", "prompt", "subtheme", "scene", "original_scene")}
+    out["edit_type"] = OPENVE_EDIT_TYPE if row["theme"] == "openve3m" else row["theme"]
+    for key in ("source_video", "edited_video"):
+        data = row[key].read_bytes()
+        if not data:
+            raise SparkleDataError(f"{key} is empty", sample_id=row["id"])
+        out[key] = data
+    return out
 
 
 def export_hub_folder(
-    root: str | os.PathLike,
+    source: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     themes: Sequence[str] | None = None,
-    rows_per_file: int = 256,
-    description: str | None = None,
+    rows_per_group: int = 16,
+    max_file_bytes: float = 500e6,
+    pretty_name: str = "Sparkle (export)",
+    card_text: str | None = None,
+    errors: str = "raise",
+    skip_report: SkipReport | None = None,
+    storage_options: dict | None = None,
+    progress: bool = True,
 ) -> str:
-    """A Hub-ready folder: ``data/{theme}/train-XXXXX.parquet`` (videos embedded) and a ``README.md`` card."""
-    root_abs = os.path.abspath(os.fspath(root))
+    """Write a Hub-ready folder: ``data/{theme}/train-XXXXX.parquet`` (mp4 bytes embedded) and ``README.md``.
+
+    ``source`` is anything ``load_sparkle`` reads (folder, tar shards in place, fsspec URL, Hub repo);
+    ``out_dir`` a local folder or fsspec URL. Small row groups keep the Hub viewer responsive with
+    video-sized cells. Under ``errors="skip"`` bad samples are left out and named in ``skip_report``.
+    """
+    from .data import load_sparkle
+
+    check_error_mode(errors)
+    report = skip_report if skip_report is not None else SkipReport()
+    ds = load_sparkle(source, themes=themes, errors=errors, skip_report=report, storage_options=storage_options)
     fs, out_path = fsspec.core.url_to_fs(os.fspath(out_dir))
-    by_theme = _entries(root_abs, themes)
-    for theme, entries in by_theme.items():
-        for part, start in enumerate(range(0, len(entries), rows_per_file)):
-            chunk = entries[start : start + rows_per_file]
-            columns: dict[str, list] = {name: [] for name in HUB_SCHEMA.names}
-            for e in tqdm(chunk, desc=f"export {theme}", leave=False):
-                for key, value in e.text_fields().items():
-                    columns[key].append(value)
-                columns["edit_type"].append(e.edit_type)
-                for col, rel in (("source_video", e.source_path), ("edited_video", e.edited_path)):
-                    path = posixpath.join(root_abs, rel)
-                    if not os.path.exists(path):
-                        raise SparkleDataError("video file is missing", path=path, sample_id=e.id)
-                    with open(path, "rb") as f:
-                        columns[col].append(f.read())
-            target = posixpath.join(out_path, "data", theme, f"train-{part:05d}.parquet")
-            fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            with fs.open(target, "wb") as f:
-                pq.write_table(pa.table(columns, schema=HUB_SCHEMA), f)
-    meta = yaml.safe_dump(hub_card_yaml(list(by_theme)), sort_keys=False)
-    body = description or (
-        "Sparkle samples exported by sparkle-video. Videos are embedded as mp4 bytes: "
-        "`sparkle_video.VideoReader(row['source_video'])` decodes them lazily.\n"
-    )
-    with fs.open(posixpath.join(out_path, "README.md"), "w") as f:
-        f.write(f"---\n{meta}---\n\n# Sparkle export\n\n{body}")
+    parts: dict[str, _ParquetParts] = {}
+    counts: dict[str, int] = {}
+    for row in tqdm(ds, total=len(ds), desc="export", disable=not progress):
+        try:
+            exported = hub_row(row)
+        except SparkleDataError as err:
+            handle(err, errors, report, key=row["id"])
+            continue
+        theme = row["theme"]
+        if theme not in parts:
+            folder = posixpath.join(out_path, "data", theme)
+            parts[theme] = _ParquetParts(fs, folder, rows_per_group, max_file_bytes)
+        parts[theme].add(exported)
+        counts[theme] = counts.get(theme, 0) + 1
+    for p in parts.values():
+        p.close()
+    if not counts:
+        raise SparkleDataError("nothing to export: no sample survived loading", path=os.fspath(source))
+    data = hub_card_data(counts, pretty_name, {t: p.total_bytes for t, p in parts.items()})
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{card_text or DEFAULT_CARD_TEXT}")
+    with fs.open(posixpath.join(out_path, "README.md"), "wb") as f:
+        f.write(str(card).encode("utf-8"))
     return os.fspath(out_dir)

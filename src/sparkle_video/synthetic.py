@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .layout import BENCH_THEMES, sample_id
 from .masks import pixels_to_qwen_box
+from .writer import SampleRecord
 
 #: A small scene taxonomy per theme: subtheme -> scenes (the real one has ~22 subthemes, 97 bench scenes).
 TAXONOMY: dict[str, dict[str, list[str]]] = {
@@ -25,11 +27,30 @@ TAXONOMY: dict[str, dict[str, list[str]]] = {
 
 @dataclass
 class SyntheticPair:
+    """One procedural pair with the artefacts the pipeline would produce for it (exact, not estimated)."""
+
     source: np.ndarray  # (T, H, W, 3) uint8, static background
     edited: np.ndarray  # (T, H, W, 3) uint8, moving background
     background: np.ndarray  # (T, H, W, 3) uint8, the moving background alone
     mask: np.ndarray  # (T, H, W) bool, the foreground
     box_r1: tuple[int, int, int, int]  # Qwen [0, 1000] box of the foreground on frame 0
+
+    def canny(self, low: int = 50, high: int = 150) -> np.ndarray:
+        """Stage 5's control video: source edges inside the mask fused with background edges outside it."""
+        return fused_canny(self.source, self.background, self.mask, low, high)
+
+
+def canny_edges(frames: np.ndarray, low: int = 50, high: int = 150) -> np.ndarray:
+    """(T, H, W) uint8 Canny edge maps (0/255) of (T, H, W, 3) RGB frames."""
+    return np.stack([cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), low, high) for f in frames])
+
+
+def fused_canny(
+    source: np.ndarray, background: np.ndarray, mask: np.ndarray, low: int = 50, high: int = 150
+) -> np.ndarray:
+    """Decoupled guidance as a (T, H, W, 3) video: foreground edges from the source, the rest from the background."""
+    edges = np.where(mask, canny_edges(source, low, high), canny_edges(background, low, high))
+    return np.repeat(edges[..., None], 3, axis=-1)
 
 
 def _texture(rng: np.random.Generator, height: int, width: int, palette: np.ndarray) -> np.ndarray:
@@ -43,6 +64,19 @@ def _texture(rng: np.random.Generator, height: int, width: int, palette: np.ndar
     return palette[0] + field[..., None] * (palette[1] - palette[0])
 
 
+def _skyline(rng: np.random.Generator, height: int, width: int, count: int = 8) -> np.ndarray:
+    """(H, W, 1) shading with hard-edged "buildings", so the new background has edges for Canny to find."""
+    xx = np.arange(width)[None, :]
+    yy = np.arange(height)[:, None]
+    shade = np.ones((height, width), np.float32)
+    for x0, w, top in zip(
+        rng.integers(0, width, count), rng.integers(width // 60 + 2, width // 20 + 4, count),
+        rng.integers(height // 4, height // 2, count), strict=True,
+    ):
+        shade[(xx >= x0) & (xx < x0 + w) & (yy >= top)] = 0.6
+    return shade[..., None]
+
+
 def make_pair(seed: int, num_frames: int = 17, height: int = 128, width: int = 224, speed: float = 3.0) -> SyntheticPair:
     """A deterministic synthetic Sparkle pair; ``speed`` is the background's motion in px/frame."""
     rng = np.random.default_rng(seed)
@@ -50,33 +84,67 @@ def make_pair(seed: int, num_frames: int = 17, height: int = 128, width: int = 2
     new_palette = rng.uniform(30, 220, size=(2, 3)).astype(np.float32)
     static_bg = _texture(rng, height, width, src_palette)
     wide = _texture(rng, height, width * 2, new_palette)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy = np.arange(height, dtype=np.float32)[:, None]  # 1-D grids: everything but the blend broadcasts
+    xx = np.arange(width, dtype=np.float32)[None, :]
     radius = min(height, width) * 0.18
     fg_color = rng.uniform(60, 255, size=3).astype(np.float32)
+    wide = (wide * _skyline(rng, height, width * 2)).astype(np.float32)  # drawn last: the source is unchanged
+    static_u8 = static_bg.astype(np.uint8)
+    relit_tint = new_palette.mean(0) * 0.15
     source = np.empty((num_frames, height, width, 3), np.uint8)
     edited = np.empty_like(source)
     background = np.empty_like(source)
     mask = np.zeros((num_frames, height, width), bool)
+    buf = np.empty((height, width, 3), np.float32)
     for t in range(num_frames):
         cx = width * 0.3 + t * (width * 0.4 / max(1, num_frames - 1))
         cy = height * 0.55 + np.sin(t / 3.0) * height * 0.05
-        body = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
-        head = (xx - cx) ** 2 + (yy - (cy - radius * 1.3)) ** 2 <= (radius * 0.5) ** 2
-        fg = body | head
-        shade = 0.75 + 0.25 * np.clip((cx - xx) / radius, -1, 1)[..., None]
+        # the figure (a body disc and a head disc) is drawn inside its bounding box only
+        x0, x1 = max(0, int(cx - radius) - 1), min(width, int(cx + radius) + 2)
+        y0, y1 = max(0, int(cy - radius * 1.8) - 1), min(height, int(cy + radius) + 2)
+        bx, by = xx[:, x0:x1], yy[y0:y1]
+        dx2 = (bx - cx) ** 2
+        fg = (dx2 + (by - cy) ** 2 <= radius**2) | (dx2 + (by - (cy - radius * 1.3)) ** 2 <= (radius * 0.5) ** 2)
+        shade = 0.75 + 0.25 * np.clip((cx - bx) / radius, -1, 1)[..., None]  # (1, w, 1): lit from the left
         fg_pixels = fg_color * shade
+        relit = np.clip(fg_pixels * 0.85 + relit_tint, 0, 255).astype(np.uint8)
         shift = round(t * speed) % width
-        moving = np.roll(wide, -shift, axis=1)[:, :width]
-        ripple = 8 * np.sin(xx / 9.0 + t * 0.7)[..., None]
-        bg_t = np.clip(moving + ripple, 0, 255)
-        background[t] = bg_t.astype(np.uint8)
-        source[t] = np.where(fg[..., None], fg_pixels, static_bg).astype(np.uint8)
-        relit = np.clip(fg_pixels * 0.85 + new_palette.mean(0) * 0.15, 0, 255)
-        edited[t] = np.where(fg[..., None], relit, bg_t).astype(np.uint8)
-        mask[t] = fg
-    ys, xs = np.nonzero(mask[0])
-    box = pixels_to_qwen_box((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), width, height)
-    return SyntheticPair(source, edited, background, mask, box)
+        np.add(wide[:, shift : shift + width], 8 * np.sin(xx / 9.0 + t * 0.7)[..., None], out=buf)
+        background[t] = np.clip(buf, 0, 255, out=buf)
+        mask[t, y0:y1, x0:x1] = fg
+        source[t] = static_u8
+        edited[t] = background[t]
+        box = (slice(y0, y1), slice(x0, x1))
+        source[t][box] = np.where(fg[..., None], fg_pixels.astype(np.uint8), source[t][box])
+        edited[t][box] = np.where(fg[..., None], relit, edited[t][box])
+    return SyntheticPair(source, edited, background, mask, mask_qwen_box(mask[0]))
+
+
+def mask_qwen_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Qwen [0, 1000] box around a (H, W) mask, as a grounding VLM would report it; empty -> (0, 0, 0, 0)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return (0, 0, 0, 0)
+    height, width = mask.shape
+    return pixels_to_qwen_box((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), width, height)
+
+
+def anchor_frames(num_frames: int, fps: float, rate: float = 2.0) -> list[int]:
+    """Frame indices sampled at ``rate`` per second (stage 4 re-grounds the foreground on these)."""
+    step = max(1, round(fps / rate))
+    return list(range(0, num_frames, step))
+
+
+def _grounding(sid: str, pair: SyntheticPair, fps: float) -> tuple[dict, dict]:
+    """Round-1 (frame 0) and round-2 (2 fps anchors) grounding records for one pair."""
+    r1 = {"id": sid, "objects": [{"label": "person", "bbox_2d": list(pair.box_r1)}]}
+    frames = anchor_frames(len(pair.mask), fps)
+    r2 = {
+        "id": sid,
+        "frame_indices": frames,
+        "frame_objects": [[{"label": "person", "bbox_2d": list(mask_qwen_box(pair.mask[i]))}] for i in frames],
+    }
+    return r1, r2
 
 
 def _prompt(theme: str, subtheme: str, scene: str) -> str:
@@ -93,10 +161,13 @@ def make_demo_records(
     height: int = 128,
     width: int = 224,
     intermediates: bool = True,
-) -> list:
-    """``SampleRecord``s for a small procedural Sparkle dataset (used by ``sparkle-video demo``)."""
-    from .writer import SampleRecord
+    fps: float = 16,
+) -> list[SampleRecord]:
+    """``SampleRecord``s for a small procedural Sparkle dataset (used by ``sparkle-video demo``).
 
+    With ``intermediates`` each record also carries the artefacts stages 2-5 would leave (frame-0 images,
+    groundings, the clean background video, the BAIT mask and the fused Canny control video).
+    """
     records = []
     for t_index, theme in enumerate(themes):
         taxonomy = TAXONOMY.get(theme, {"misc": ["open field"]})
@@ -108,14 +179,18 @@ def make_demo_records(
             pair = make_pair(seed + 1000 * t_index + n, num_frames, height, width)
             sid = sample_id(theme, n)
             prompt = _prompt(theme, subtheme, scene)
-            extra = {}
+            extra: dict = {}
             if intermediates:
+                r1, r2 = _grounding(sid, pair, fps)
                 extra = {
                     "mask": pair.mask,
                     "background": pair.background,
+                    "canny": pair.canny(),
                     "source_frame0": pair.source[0],
                     "edited_frame0": pair.edited[0],
-                    "grounding_r1": {"id": sid, "objects": [{"label": "person", "bbox_2d": list(pair.box_r1)}]},
+                    "edited_frame0_foreground_removed": pair.background[0],
+                    "grounding_r1": r1,
+                    "grounding_r2": r2,
                 }
             records.append(
                 SampleRecord(
@@ -126,6 +201,7 @@ def make_demo_records(
                     edited=pair.edited,
                     chosen_keyword=None if theme == "openve3m" else f"{subtheme}: {scene}",
                     original_scene="a person in front of a textured wall",
+                    fps=fps,
                     **extra,
                 )
             )

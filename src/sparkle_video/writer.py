@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .errors import SparkleDataError
 from .layout import (
     BENCH_CSV_COLUMNS,
+    BENCH_THEMES,
     INTERMEDIATE_DIRS,
     OPENVE_EDIT_TYPE,
     SAMPLE_ID_RE,
@@ -34,6 +35,7 @@ from .layout import (
     intermediate_jsonl_path,
     intermediate_path,
     intermediate_shard_name,
+    parse_chosen_keyword,
     shard_name,
     train_csv_path,
     train_metadata_path,
@@ -45,7 +47,10 @@ from .video import write_video
 #: Fixed tar header fields so that packing the same files twice gives the same bytes.
 TAR_MTIME = 1_700_000_000
 
-VideoLike = Any  # (T, H, W, 3) uint8 array, a path, or encoded mp4 bytes
+#: A video to write: (T, H, W, 3) uint8 frames, a path / fsspec URL of an mp4, or encoded mp4 bytes.
+VideoLike = np.ndarray | str | os.PathLike | bytes
+#: An image to write: (H, W, 3) uint8 array, a PIL image, a path / fsspec URL of a PNG, or PNG bytes.
+ImageLike = Any
 
 
 @dataclass
@@ -61,20 +66,28 @@ class SampleRecord:
     original_scene: str = ""
     edit_type: str | None = None
     fps: float = 16
-    ref_image: Any = None  # bench only: (H, W, 3) array, PIL image, path or PNG bytes
+    ref_image: ImageLike = None  # bench only: the clean background image
     mask: np.ndarray | None = None
     background: VideoLike | None = None
     canny: VideoLike | None = None
-    source_frame0: Any = None
-    edited_frame0: Any = None
-    edited_frame0_foreground_removed: Any = None
+    source_frame0: ImageLike = None
+    edited_frame0: ImageLike = None
+    edited_frame0_foreground_removed: ImageLike = None
     grounding_r1: dict | None = None
     grounding_r2: dict | None = None
     scores: dict[str, dict] = field(default_factory=dict)  # score file name -> record
 
     def __post_init__(self) -> None:
-        if not SAMPLE_ID_RE.match(self.id) or "/" in self.id:
+        match = SAMPLE_ID_RE.match(self.id)
+        if not match:
             raise SparkleDataError(f"not a Sparkle id {self.id!r} (expected Sparkle_{{theme}}_{{number}})")
+        if match["theme"] != self.theme:  # also keeps the theme a safe path component
+            raise SparkleDataError(f"id {self.id!r} does not belong to theme {self.theme!r}", sample_id=self.id)
+        if self.chosen_keyword is not None:
+            try:
+                parse_chosen_keyword(self.chosen_keyword)
+            except ValueError as exc:
+                raise SparkleDataError(str(exc), sample_id=self.id) from None
         if self.edit_type is None:
             self.edit_type = OPENVE_EDIT_TYPE if self.theme == "openve3m" else self.theme
 
@@ -116,7 +129,7 @@ def _video_bytes(video: VideoLike, fps: float) -> bytes:
     return buf.getvalue()
 
 
-def _image_bytes(image: Any) -> bytes:
+def _image_bytes(image: ImageLike) -> bytes:
     from PIL import Image
 
     if isinstance(image, bytes):
@@ -176,7 +189,11 @@ def _write_intermediates(root: _Root, r: SampleRecord, jsonl: dict[str, list[dic
 def write_sparkle(
     records: Sequence[SampleRecord], root: str | os.PathLike, *, overwrite: bool = False, progress: bool = True
 ) -> str:
-    """Write ``records`` in the official training layout (prompts, videos, intermediate artefacts)."""
+    """Write ``records`` in the official training layout (prompts, videos, intermediate artefacts).
+
+    ``root`` is a local folder or fsspec URL; it must be empty unless ``overwrite``. Array videos are
+    encoded as H.264 at the record's fps; paths and bytes are copied unchanged. Returns ``root``'s URL.
+    """
     out = _Root(root, overwrite)
     for theme, items in _by_theme(records).items():
         rows, metas, jsonl = [], [], {}
@@ -204,6 +221,10 @@ def write_sparkle_bench(
     for theme, items in _by_theme(records).items():
         rows, metas = [], []
         for r in tqdm(items, desc=f"writing {theme}", disable=not progress):
+            if r.chosen_keyword is None or theme not in BENCH_THEMES:
+                raise SparkleDataError(
+                    f"bench records need a chosen_keyword and one of the themes {BENCH_THEMES}", sample_id=r.id
+                )
             rel = bench_video_path(theme, r.id)
             out.write_bytes(rel, _video_bytes(r.source, r.fps))
             if r.ref_image is not None:
@@ -215,43 +236,54 @@ def write_sparkle_bench(
     return out.url
 
 
-def _add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    """A member header with fixed owner, mode and time, so that shards are reproducible byte for byte."""
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    info.size = size
     info.mtime = TAR_MTIME
     info.mode = 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    tf.addfile(info, io.BytesIO(data))
+    return info
+
+
+def _member_bytes(size: int) -> int:
+    """Bytes a member takes in a tar: its 512-byte header and its data padded to 512."""
+    return 512 + (size + 511) // 512 * 512
+
+
+def plan_parts(sizes: Sequence[int], max_shard_bytes: float) -> list[int]:
+    """Part number of each member (in order): a new part starts when the next member would overflow one."""
+    parts, part, used = [], 0, 0
+    for size in sizes:
+        need = _member_bytes(size)
+        if used and used + need > max_shard_bytes:
+            part, used = part + 1, 0
+        parts.append(part)
+        used += need
+    return parts
 
 
 def _pack_members(
-    fs: Any, src_root: str, names: Sequence[str], out: _Root, shard_for: Any, max_shard_bytes: float
+    fs: Any, src_root: str, names: Sequence[str], out: _Root, shard_for: Any, max_shard_bytes: float, progress: bool
 ) -> list[str]:
-    """Pack ``names`` (sorted) into shards, starting a new part when the next member would overflow one."""
+    """Stream ``names`` (sorted) into shards; each shard is written under a temporary name, then renamed."""
+    names = sorted(names)
+    sizes = [fs.size(posixpath.join(src_root, n)) for n in names]
+    parts = plan_parts(sizes, max_shard_bytes)
     written: list[str] = []
-    part, size, tf, buf = 0, 0, None, None
-
-    def close() -> None:
-        if tf is not None and buf is not None:
-            tf.close()
-            rel = shard_for(part)
-            out.write_bytes(rel, buf.getvalue())
-            written.append(rel)
-
-    for name in sorted(names):
-        with fs.open(posixpath.join(src_root, name), "rb") as f:
-            data = f.read()
-        member_bytes = 512 + (len(data) + 511) // 512 * 512
-        if tf is not None and size + member_bytes > max_shard_bytes:
-            close()
-            part, size, tf = part + 1, 0, None
-        if tf is None:
-            buf = io.BytesIO()
-            tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed in close()
-        _add_member(tf, name, data)
-        size += member_bytes
-    close()
+    for part in sorted(set(parts)):
+        rel = shard_for(part)
+        final, tmp = out.full(rel), out.full(rel) + ".partial"
+        out.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        members = [(n, sz) for n, sz, p in zip(names, sizes, parts, strict=True) if p == part]
+        with out.fs.open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+            tf.copybufsize = 1 << 20  # 1 MiB copies instead of 16 KiB
+            for name, size in tqdm(members, desc=posixpath.basename(rel), disable=not progress, leave=False):
+                with fs.open(posixpath.join(src_root, name), "rb") as f:
+                    tf.addfile(_tar_info(name, size), f)
+        out.fs.mv(tmp, final)
+        written.append(rel)
     return written
 
 
@@ -263,6 +295,7 @@ def pack_shards(
     max_shard_bytes: float = 5e9,
     include_intermediates: bool = False,
     overwrite: bool = True,
+    progress: bool = True,
 ) -> list[str]:
     """Pack a training folder into official-style uncompressed tar shards (deterministic bytes).
 
@@ -274,6 +307,9 @@ def pack_shards(
     written: list[str] = []
     prompt_files = sorted(fs.glob(posixpath.join(src_root, "prompts", "*")))
     present = sorted({posixpath.basename(p).split("_train")[0] for p in prompt_files if "_train" in p})
+    missing = [t for t in themes or () if t not in present]
+    if missing or not present:
+        raise SparkleDataError(f"no prompts/{{theme}}_train.csv for {missing or 'any theme'}", path=os.fspath(root))
     for theme in themes or present:
         for rel in (train_csv_path(theme), train_metadata_path(theme)):
             if fs.exists(posixpath.join(src_root, rel)):
@@ -282,7 +318,9 @@ def pack_shards(
         for kind in ("source", "edited"):
             folder = f"{theme}/{kind}_video"
             names = [f"{folder}/{posixpath.basename(p)}" for p in fs.glob(posixpath.join(src_root, folder, "*.mp4"))]
-            written += _pack_members(fs, src_root, names, out, lambda part, k=kind, t=theme: shard_name(t, k, part), max_shard_bytes)
+            written += _pack_members(
+                fs, src_root, names, out, lambda part, k=kind, t=theme: shard_name(t, k, part), max_shard_bytes, progress
+            )
         if include_intermediates:
             for subdir in INTERMEDIATE_DIRS:
                 folder = f"intermediate_data/{theme}/{subdir}"
@@ -290,7 +328,7 @@ def pack_shards(
                 if names:
                     written += _pack_members(
                         fs, src_root, names, out, lambda part, s=subdir, t=theme: intermediate_shard_name(t, s, part),
-                        max_shard_bytes,
+                        max_shard_bytes, progress,
                     )
             for p in fs.glob(posixpath.join(src_root, "intermediate_data", theme, "*.jsonl")):
                 rel = f"intermediate_data/{theme}/{posixpath.basename(p)}"

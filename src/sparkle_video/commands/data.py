@@ -35,11 +35,15 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_pack)
 
     p = subparsers.add_parser("export", help="export a training folder as a Kiwi-Edit CSV or a Hub-ready folder")
-    p.add_argument("source", help="training-layout folder")
+    p.add_argument(
+        "source",
+        help="training data: folder, tar-shard folder, fsspec URL or Hub repo id (kiwi-csv: a local folder of loose mp4s)",
+    )
     p.add_argument("out", help="output .csv (Kiwi-Edit) or folder (Hub)")
     p.add_argument("--format", choices=["kiwi-csv", "hub"], default="hub")
     p.add_argument("--base-path", default=None, help="kiwi-csv: paths relative to this folder (default: SOURCE)")
     p.add_argument("--themes", nargs="*", default=None)
+    p.add_argument("--errors", choices=["raise", "skip"], default="raise", help="skip (and name) bad samples")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("demo", help="build a procedural sample in the official layout, load it back, preview it")
@@ -114,14 +118,19 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..errors import SkipReport
     from ..export import export_hub_folder, export_kiwi_csv
 
+    report = SkipReport()
     if args.format == "kiwi-csv":
-        n = export_kiwi_csv(args.source, args.out, base_path=args.base_path, themes=args.themes)
+        n = export_kiwi_csv(
+            args.source, args.out, base_path=args.base_path, themes=args.themes, errors=args.errors, skip_report=report
+        )
         print(f"wrote {n} rows to {args.out}")
     else:
-        export_hub_folder(args.source, args.out, themes=args.themes)
+        export_hub_folder(args.source, args.out, themes=args.themes, errors=args.errors, skip_report=report)
         print(f"wrote a Hub-ready folder to {args.out}: datasets.load_dataset({args.out!r}, THEME) loads it")
+    print(report.summary())
     return 0
 
 

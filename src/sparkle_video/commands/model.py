@@ -36,6 +36,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output folder for save_pretrained")
     p.add_argument("--lora-alpha", type=float, default=1.0, help="scale of the merged LoRA (default 1.0)")
     p.add_argument("--dtype", choices=DTYPES, default="bfloat16")
+    p.add_argument("--ref-pad-first", action="store_true",
+                   help="reference-image models trained with the reference tokens first (default: last)")
+    p.add_argument("--max-ref-tokens", type=int, default=512,
+                   help="reference image's token budget in the encoder, as in training (default 512)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -83,6 +87,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     _, report = convert_checkpoint(
         args.ckpt, args.base_transformer, args.base_vae, args.mllm, out_dir=args.out,
         lora_alpha=args.lora_alpha, torch_dtype=getattr(torch, args.dtype),
+        ref_pad_first=args.ref_pad_first, max_ref_tokens=args.max_ref_tokens,
     )
     print(f"converted {report.total} tensors ({report.summary()}) into {args.out}")
     print(f"load it with SparkleEditPipeline.from_pretrained({args.out!r})")

@@ -157,7 +157,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
     }
     mllm_encoder = SparkleMLLMEncoder(
         qwen_config=qwen, dit_dim=dim, num_image_queries=4, num_video_queries=8, num_ref_queries=8,
-        max_frames=4, max_pixels_per_frame=56 * 56, max_ref_pixels=56 * 56,
+        max_frames=4, max_pixels_per_frame=56 * 56, max_ref_pixels=56 * 56, min_pixels_per_frame=56 * 56,
     )
     # random (not zero) embedders so that conditioning visibly matters in tests
     source_embedder = SparkleConditionEmbedder(in_channels=z_dim, dim=dim, zero_init=False)

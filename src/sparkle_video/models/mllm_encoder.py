@@ -21,7 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from .qwen_video import patchify_video, sample_encoder_frames
+from .qwen_video import VIDEO_MIN_PIXELS, patchify_image, patchify_video, sample_encoder_frames
 
 SYSTEM_PROMPT = (
     "You will be given an image and instruction. Please describe the content of the image in detail "
@@ -65,15 +65,30 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
         max_pixels_per_frame: int = 512 * 512,
         max_ref_pixels: int = 28 * 28 * 512,
         system_prompt: str = SYSTEM_PROMPT,
+        min_pixels_per_frame: int = VIDEO_MIN_PIXELS,
     ):
         super().__init__()
         self.mllm = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(qwen_config or {})))
+        self._init_heads()
+
+    def _init_heads(self) -> None:
+        """Learnable queries (N(0, 0.02), as in training) and zero-output connectors."""
+        cfg = self.config
         hidden = self.mllm.config.text_config.hidden_size
-        self.image_queries = nn.Parameter(torch.randn(num_image_queries, hidden) * 0.02)
-        self.video_queries = nn.Parameter(torch.randn(num_video_queries, hidden) * 0.02)
-        self.ref_queries = nn.Parameter(torch.randn(num_ref_queries, hidden) * 0.02)
-        self.connector = connector(hidden, dit_dim)
-        self.ref_connector = connector(hidden, dit_dim)
+        self.image_queries = nn.Parameter(torch.randn(cfg.num_image_queries, hidden) * 0.02)
+        self.video_queries = nn.Parameter(torch.randn(cfg.num_video_queries, hidden) * 0.02)
+        self.ref_queries = nn.Parameter(torch.randn(cfg.num_ref_queries, hidden) * 0.02)
+        self.connector = connector(hidden, cfg.dit_dim)
+        self.ref_connector = connector(hidden, cfg.dit_dim)
+
+    @classmethod
+    def from_qwen(cls, qwen: Qwen2_5_VLForConditionalGeneration, **config: Any) -> SparkleMLLMEncoder:
+        """Wrap an already-loaded Qwen2.5-VL (no second copy of its weights is ever allocated)."""
+        with torch.device("meta"):
+            encoder = cls(qwen_config=qwen.config.to_dict(), **config)
+        encoder.mllm = qwen
+        encoder._init_heads()
+        return encoder.to(qwen.dtype)
 
     @contextmanager
     def _queries_in_place_of(self, placeholder_id: int, queries: torch.Tensor):
@@ -104,13 +119,19 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
         instruction: str,
         ref_image: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """Context for one instruction on one ``(T, H, W, 3) uint8`` video -> ``(1, Q, dit_dim)``."""
+        """Context for one instruction on one ``(T, H, W, 3) uint8`` video -> ``(1, Q, dit_dim)``.
+
+        With ``ref_image`` (``(H, W, 3) uint8``, as the user gave it), the instruction gets Kiwi-Edit's
+        reference suffix, the image follows it, the reference queries are used, and the reference
+        image's own hidden states, through ``ref_connector``, are put before the query context.
+        """
         cfg = self.config
         vcfg = self.mllm.config.vision_config
         device = self.device
         picked = frames[sample_encoder_frames(len(frames), cfg.max_frames)]
         pixels, grid = patchify_video(
-            picked, vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size, cfg.max_pixels_per_frame
+            picked, vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size, cfg.max_pixels_per_frame,
+            cfg.min_pixels_per_frame,
         )
         merge = vcfg.spatial_merge_size**2
         use_ref = ref_image is not None
@@ -122,9 +143,9 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
             "video_grid_thw": grid.to(device),
         }
         if use_ref:
-            ref = np.asarray(ref_image)[None].repeat(vcfg.temporal_patch_size, 0)
-            ref_pixels, ref_grid = patchify_video(
-                ref, vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size, cfg.max_ref_pixels
+            ref_pixels, ref_grid = patchify_image(
+                np.asarray(ref_image), vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size,
+                cfg.max_ref_pixels,
             )
             parts = text.rsplit("<|image_pad|>", 1)
             text = parts[0] + "<|image_pad|>" * int(ref_grid.prod() // merge) + parts[1]

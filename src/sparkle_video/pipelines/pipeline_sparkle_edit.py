@@ -12,11 +12,19 @@ transformer only for the duration of a call:
   current sigma (a forward hook on the stock ``patch_embedding``); a reference image's tokens are
   appended as one extra latent frame (so RoPE extends along time) and dropped from the output.
 
-Classifier-free guidance: the released training recipe never drops the instruction (its training
-configuration runs with ``cfg_scale=1`` and no prompt dropout), and the upstream port leaves guidance
-disabled. Here guidance runs for ``guidance_scale > 1`` with an unconditional branch that is, by
-default, the empty instruction through the encoder (the upstream API's ``negative_prompt=""``);
-``unconditional="zeros"`` uses an all-zero context instead.
+Classifier-free guidance: Kiwi-Edit's training never drops the instruction (its training step runs
+with ``cfg_scale=1`` and has no prompt dropout), so no unconditional branch was ever trained. Its
+DiffSynth pipeline accepts ``cfg_scale``/``negative_prompt=""`` but denoises with the conditional
+branch only; its diffusers port plans a zero context for the negative branch and leaves guidance
+commented out. Here guidance runs for ``guidance_scale > 1`` (two branches per step) with, by default,
+the empty instruction through the encoder as the unconditional branch (what ``negative_prompt=""``
+means in the upstream API); ``unconditional="zeros"`` uses the port's all-zero context instead, and
+``guidance_scale=1`` reproduces the upstream sampler's single branch.
+
+Sampler: sigmas ``linspace(1, sigma_min, N + 1)[:-1]`` shifted by 5, timestep ``1000 * sigma``, Euler
+steps ending at sigma 0. ``sigma_min`` defaults to ``0.003 / 1.002`` (Kiwi-Edit's diffusers port and
+DiffSynth's scheduler default); Kiwi-Edit's DiffSynth pipeline builds its scheduler with ``0.0``;
+pass ``sigma_min=0.0`` to match it (at 50 steps the last sigma is 0.105 against 0.093).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from diffusers import (
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from PIL import Image, ImageOps
 from torch import nn
 
 from ..models.configs import SIGMA_MIN, sampler_sigmas
@@ -60,11 +69,17 @@ def video_to_frames(video: VideoInput, max_frames: int = MODEL_MAX_FRAMES) -> np
     """Any supported video input -> ``(T, H, W, 3) uint8`` (at most ``max_frames`` frames)."""
     if isinstance(video, VideoReader):
         n = min(video.num_frames, max_frames)
-        return video.get_frames(range(n))
-    if isinstance(video, (list, tuple)):
+        if n < 1:
+            raise ValueError("video is empty (the file has no frames)")
+        arr = video.get_frames(range(n))
+    elif isinstance(video, (list, tuple)):
         if not video:
             raise ValueError("video is empty")
-        arr = np.stack([np.asarray(f.convert("RGB")) if hasattr(f, "convert") else np.asarray(f) for f in video])
+        items = [np.asarray(f.convert("RGB")) if hasattr(f, "convert") else np.asarray(f) for f in video]
+        shapes = sorted({item.shape for item in items})
+        if len(shapes) > 1:
+            raise ValueError(f"video frames differ in size: {shapes}")
+        arr = np.stack(items)
     elif isinstance(video, torch.Tensor):
         t = video.detach().cpu()
         if t.ndim == 4 and t.shape[1] == 3 and t.shape[-1] != 3:
@@ -85,6 +100,22 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     if frames.shape[1:3] == (height, width):
         return frames
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def image_to_array(image: Any) -> np.ndarray:
+    """A PIL image, ``(H, W, 3)`` array (uint8 or float in [0, 1]) or ``(3, H, W)``/``(H, W, 3)`` tensor -> uint8."""
+    if hasattr(image, "convert"):
+        return np.asarray(image.convert("RGB"))
+    return video_to_frames([image] if not isinstance(image, torch.Tensor) else image[None])[0]
+
+
+def pad_to_size(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Fit ``image`` inside ``height x width`` keeping its aspect ratio, centred on white.
+
+    This is how Kiwi-Edit prepares a reference image for the VAE at inference (no stretching).
+    """
+    padded = ImageOps.pad(Image.fromarray(image), (width, height), color="white", centering=(0.5, 0.5))
+    return np.asarray(padded)
 
 
 @contextmanager
@@ -174,8 +205,15 @@ class SparkleEditPipeline(DiffusionPipeline):
         patch = self.transformer.config.patch_size[-1] if self.transformer is not None else 2
         return self.vae_scale_factor_spatial * patch
 
-    def enable_vae_tiling(self) -> None:
-        self.vae.enable_tiling()
+    def enable_vae_tiling(self, **tile_sizes: Any) -> None:
+        """Encode and decode in overlapping spatial tiles (long 720p clips on small GPUs).
+
+        ``tile_sizes`` go to ``AutoencoderKLWan.enable_tiling`` (``tile_sample_min_height``, ...).
+        """
+        self.vae.enable_tiling(**tile_sizes)
+
+    def disable_vae_tiling(self) -> None:
+        self.vae.disable_tiling()
 
     def _latent_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.vae.config.z_dim
@@ -244,7 +282,8 @@ class SparkleEditPipeline(DiffusionPipeline):
             prompt: instruction, or a list (one edit of the same video per instruction).
             video: ``VideoReader``, list of PIL images, ``(T, H, W, 3)`` array (uint8 or float in [0, 1])
                 or tensor (``(T, H, W, 3)`` or ``(T, 3, H, W)``).
-            ref_image: optional reference image (PIL or ``(H, W, 3)`` array); needs ``ref_embedder``.
+            ref_image: optional reference image (PIL or ``(H, W, 3)`` array); needs ``ref_embedder``. The
+                encoder sees it as given; the VAE sees it padded (white, centred) to the working size.
             negative_prompt: instruction of the unconditional branch (default: empty).
             height, width: working size, multiples of 32; default: the source shrunk to ``max_pixels``
                 and floored to multiples of 32 (1280x720 -> 1280x704).
@@ -258,6 +297,9 @@ class SparkleEditPipeline(DiffusionPipeline):
             unconditional: ``"empty-prompt"`` or ``"zeros"`` (see the module docstring).
             restore_size: resize the output back to the source video's size.
         """
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs may only name {self._callback_tensor_inputs}, got {sorted(unknown)}")
         if output_type not in ("np", "pil", "pt", "latent"):
             raise ValueError(f"output_type must be np, pil, pt or latent, got {output_type!r}")
         if unconditional not in ("empty-prompt", "zeros"):
@@ -274,9 +316,10 @@ class SparkleEditPipeline(DiffusionPipeline):
         prompts = self.check_inputs(prompt, height, width, num_frames, len(frames))
         device = self._execution_device
         frames = resize_frames(frames[:num_frames], height, width)
-        ref = None
+        ref = ref_for_vae = None
         if ref_image is not None:
-            ref = resize_frames(np.asarray(ref_image.convert("RGB") if hasattr(ref_image, "convert") else ref_image)[None], height, width)[0]
+            ref = image_to_array(ref_image)
+            ref_for_vae = pad_to_size(ref, height, width)
 
         # 1. instruction context (and the unconditional one)
         encoder = self.mllm_encoder
@@ -304,8 +347,8 @@ class SparkleEditPipeline(DiffusionPipeline):
         source_latents = self.encode_video(frames, device)
         source_tokens = self.source_embedder(source_latents.to(self.source_embedder.dtype)).to(dtype)
         ref_tokens = None
-        if ref is not None:
-            ref_latents = self.encode_video(ref[None], device)
+        if ref_for_vae is not None:
+            ref_latents = self.encode_video(ref_for_vae[None], device)
             ref_tokens = self.ref_embedder(ref_latents.to(self.ref_embedder.dtype)).to(dtype)
 
         # 3. noise
@@ -346,8 +389,9 @@ class SparkleEditPipeline(DiffusionPipeline):
                         f"non-finite latents at step {i} (t={float(t):.1f}); try float32 or bfloat16 instead of float16"
                     )
                 if callback_on_step_end is not None:
-                    tensors = {k: locals()[k] for k in callback_on_step_end_tensor_inputs}
-                    out = callback_on_step_end(self, i, t, tensors)
+                    available = {"latents": latents}
+                    tensors = {k: available[k] for k in callback_on_step_end_tensor_inputs}
+                    out = callback_on_step_end(self, i, t, tensors) or {}
                     latents = out.pop("latents", latents)
                 bar.update()
 
