@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from bench_fixtures import JudgeServer, edit_clip, source_clip
+from timing import median_time
 
 from sparkle_video.bench.judge import OpenAIJudge, judge_results
 from sparkle_video.bench.metrics import compute_metrics
@@ -48,21 +49,12 @@ def make_pair(folder: Path) -> tuple[Path, Path]:
     return s, e
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_metrics(source: Path, edited: Path, repeats: int) -> dict[str, float]:
     compute_metrics(source, edited)  # warm-up (imports, OpenCV init)
     decode = median_time(
-        lambda: (VideoReader(str(source)).get_frames(), VideoReader(str(edited)).get_frames()), repeats
+        lambda: (VideoReader(str(source)).get_frames(), VideoReader(str(edited)).get_frames()), repeats, warmup=False
     )
-    metrics = median_time(lambda: compute_metrics(source, edited), repeats)
+    metrics = median_time(lambda: compute_metrics(source, edited), repeats, warmup=False)
     return {"decode_pair_full_rgb_s": decode, "metrics_s": metrics, "metrics_over_decode": metrics / decode}
 
 

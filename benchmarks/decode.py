@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,8 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from timing import median_time
 
 from sparkle_video import VideoReader, load_sparkle, write_video
 
@@ -40,16 +40,6 @@ def make_clip(path: Path, frames: int = 81, height: int = 720, width: int = 1280
         f[y : y + 200, 300 + 4 * t : 500 + 4 * t] = (230, 180, 140)
         out.append(f)
     write_video(np.stack(out), path, fps=16, crf=20)
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (file cache, codec init)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def plain_decode_all_rgb(path: Path) -> np.ndarray:
