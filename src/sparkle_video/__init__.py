@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import SkipReport, SparkleDataError
+from .errors import SkipReport, SparkleDataError, SparkleHubError
 from .masks import load_mask, pack_mask, qwen_box_to_pixels, save_mask, unpack_mask
 from .video import (
     VideoMetadata,
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SkipReport",
     "SparkleDataError",
+    "SparkleHubError",
     "VideoMetadata",
     "VideoReader",
     "__version__",

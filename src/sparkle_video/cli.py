@@ -9,13 +9,15 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import SparkleDataError
+from .errors import SparkleDataError, SparkleHubError
 
 #: Modules that each define ``add_commands(subparsers)``; their parsers set ``func(args) -> int``.
 COMMAND_MODULES = (
     "sparkle_video.commands.data",
     "sparkle_video.commands.model",
     "sparkle_video.commands.bench",
+    "sparkle_video.commands.generate",
+    "sparkle_video.commands.train",
 )
 
 
@@ -45,14 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # one line per HTTP request is noise unless asked for
+        for noisy in ("httpx", "httpcore", "huggingface_hub", "urllib3", "filelock", "fsspec"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
-    except SparkleDataError as e:
+    except (SparkleDataError, SparkleHubError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # bad arguments found past argparse: one line, argparse's exit code
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,35 @@ class SparkleDataError(ValueError):
         self.reason = message
 
 
+class SparkleHubError(RuntimeError):
+    """The Hub (or another remote store) could not be reached or answered with a server error.
+
+    Distinct from :class:`SparkleDataError` on purpose: an outage says nothing about the data, so it is
+    never counted as a bad sample under ``errors="skip"``. The message names the repo, revision and file.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        path: str | None = None,
+    ):
+        parts = [message]
+        if repo_id is not None:
+            parts.append(f"repo: {repo_id}")
+        if revision is not None:
+            parts.append(f"revision: {revision}")
+        if path is not None:
+            parts.append(f"file: {path}")
+        super().__init__(" | ".join(parts))
+        self.repo_id = repo_id
+        self.revision = revision
+        self.path = path
+        self.reason = message
+
+
 def check_error_mode(errors: str) -> str:
     if errors not in ERROR_MODES:
         raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
