@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,11 @@ bench: install
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/edit_pipeline.py
 
+# Mutation testing of the critical modules ([tool.mutmut] in pyproject.toml); not part of CI (slow).
+# `make mutate ONLY="sparkle_video.masks*"` limits the run to matching mutants.
+mutate: install
+	$(BIN)/mutmut run $(ONLY) || true
+	$(BIN)/python scripts/mutation_report.py --survivors
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_output .pytest_cache .ruff_cache mutants

@@ -1,0 +1,92 @@
+"""Kill rate per module from the last ``mutmut run`` (what ``make mutate`` prints at the end).
+
+mutmut reports mutants one by one; what a reviewer needs is the rate per critical module and the
+survivors to look at. Mutants listed in ``scripts/mutation_equivalents.txt`` (``name  # reason``) are
+equivalent (no behaviour change) and left out of the rate, with their reason printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.txt")
+KILLED = {"killed", "timeout", "segfault"}
+
+
+def read_results(mutmut: str) -> dict[str, str]:
+    """Mutant name -> status, from ``mutmut results --all true``."""
+    out = subprocess.run([mutmut, "results", "--all", "true"], capture_output=True, text=True, check=True)
+    results = {}
+    for line in out.stdout.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and "__mutmut_" in name:
+            results[name] = status.strip()
+    return results
+
+
+def read_equivalents(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    found = {}
+    for line in path.read_text().splitlines():
+        name, _, reason = line.partition("#")
+        if name.strip():
+            found[name.strip()] = reason.strip() or "no reason given"
+    return found
+
+
+def module_of(mutant: str) -> str:
+    """``sparkle_video.masks.x_pack_mask__mutmut_3`` -> ``sparkle_video.masks``."""
+    head = mutant.split("__mutmut_")[0]
+    parts = head.split(".")
+    while parts and (parts[-1].startswith(("x_", "xǁ")) or parts[-1][:1].isupper()):
+        parts.pop()
+    return ".".join(parts) or head
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mutmut", default=str(Path(sys.executable).with_name("mutmut")))
+    parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
+    args = parser.parse_args(argv)
+    results = read_results(args.mutmut)
+    equivalents = read_equivalents(EQUIVALENTS)
+    per_module: dict[str, Counter] = defaultdict(Counter)
+    survivors: dict[str, list[str]] = defaultdict(list)
+    for name, status in sorted(results.items()):
+        module = module_of(name)
+        if name in equivalents:
+            per_module[module]["equivalent"] += 1
+            continue
+        per_module[module]["killed" if status in KILLED else status] += 1
+        if status not in KILLED:
+            survivors[module].append(f"{name} ({status})")
+    total_killed = total = 0
+    print(f"{'module':45s} {'killed':>7s} {'total':>6s} {'rate':>6s}  equivalent")
+    for module, counts in sorted(per_module.items()):
+        killed = counts["killed"]
+        n = sum(v for k, v in counts.items() if k != "equivalent")
+        total_killed += killed
+        total += n
+        rate = killed / n if n else 1.0
+        print(f"{module:45s} {killed:7d} {n:6d} {rate:6.1%}  {counts['equivalent']}")
+    if total:
+        print(f"{'all':45s} {total_killed:7d} {total:6d} {total_killed / total:6.1%}")
+    if equivalents:
+        print("\nexcluded as equivalent:")
+        for name, reason in sorted(equivalents.items()):
+            print(f"  {name}: {reason}")
+    if args.survivors:
+        for module, names in sorted(survivors.items()):
+            print(f"\nsurvivors in {module} (`mutmut show NAME` shows the diff):")
+            for name in names:
+                print(f"  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
