@@ -1,14 +1,17 @@
 """Evaluation speed: judge-free scoring of one 81-frame 720p pair, and judge throughput with concurrency.
 
-1. ``metrics``: median seconds of ``compute_metrics`` on a synthetic 81-frame 1280x720 source and a
-   1280x704 edit (the released model's output size). Baseline in the same run: decoding both clips to
-   RGB at full size with PyAV, the least any comparison of the pair must do. Target: <= 1.5 s, so the
-   458 bench pairs score in about 10 minutes on 2 cores.
+1. ``metrics``: per pair, the median seconds of ``compute_metrics`` on an 81-frame 720p pair, measured
+   interleaved with its baseline in the same run: decoding both clips of *that pair* to RGB at full size
+   with PyAV (what a metric that does not decode straight to its working size would pay before any
+   work). Pairs: a synthetic 1280x720 source with a 1280x704 edit (the released model's output size),
+   plus every real pair under ``--samples`` (default ``../shared/samples/sparkle`` beside the
+   checkout, skipped when absent). Target: <= 1.0 s median per pair on an idle 2-core machine.
 2. ``judge``: a loopback chat-completions server (in a child process, like a remote judge it does not
    share the client's CPU time) that answers every request after a fixed latency (200 ms); wall time of ``judge_results`` over the same pairs with ``concurrency=N`` vs
    ``concurrency=1``. Target: speed-up >= 0.8 * N for N = 8.
 
-Run: ``python benchmarks/bench_eval.py [--repeats 5] [--pairs 48] [--latency 0.2] [--json out.json]``
+Run: ``python benchmarks/bench_eval.py [--repeats 5] [--pairs 48] [--latency 0.2] [--samples DIR]
+[--json out.json]``
 """
 
 from __future__ import annotations
@@ -50,12 +53,31 @@ def make_pair(folder: Path) -> tuple[Path, Path]:
 
 
 def bench_metrics(source: Path, edited: Path, repeats: int) -> dict[str, float]:
-    compute_metrics(source, edited)  # warm-up (imports, OpenCV init)
-    decode = median_time(
-        lambda: (VideoReader(str(source)).get_frames(), VideoReader(str(edited)).get_frames()), repeats, warmup=False
-    )
-    metrics = median_time(lambda: compute_metrics(source, edited), repeats, warmup=False)
-    return {"decode_pair_full_rgb_s": decode, "metrics_s": metrics, "metrics_over_decode": metrics / decode}
+    """Median seconds of the metrics and of the pair's full-size RGB decode, interleaved repeat by
+    repeat so that load from other processes on a shared machine slows both alike."""
+    compute_metrics(source, edited)  # warm-up (imports, OpenCV init, file cache)
+    decode, metrics = [], []
+    for _ in range(repeats):
+        decode.append(
+            median_time(
+                lambda: (VideoReader(str(source)).get_frames(), VideoReader(str(edited)).get_frames()),
+                1,
+                warmup=False,
+            )
+        )
+        metrics.append(median_time(lambda: compute_metrics(source, edited), 1, warmup=False))
+    d, m = statistics.median(decode), statistics.median(metrics)
+    return {"decode_pair_full_rgb_s": d, "metrics_s": m, "metrics_over_decode": m / d}
+
+
+def sample_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:
+    """Real (source, edited) pairs in the Hub preview layout ``{theme}/{source,edited}_video/{id}.mp4``."""
+    out = {}
+    for src in sorted(folder.glob("*/source_video/*.mp4")):
+        edited = src.parent.parent / "edited_video" / src.name
+        if edited.is_file():
+            out[src.stem] = (src, edited)
+    return out
 
 
 def _serve(latency: float, urls: Queue, stop: Event) -> None:
@@ -119,18 +141,40 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--judge-repeats", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--samples", default=str(Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle")
+    )
+    parser.add_argument("--skip-judge", action="store_true", help="metrics only")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         source, edited = make_pair(Path(tmp))
-        m = bench_metrics(source, edited, args.repeats)
-        j = bench_judge(source, edited, args.pairs, args.latency, args.concurrency, args.judge_repeats)
-    print(f"cpu cores: {os.cpu_count()}")
+        pairs = {"synthetic": (source, edited), **sample_pairs(Path(args.samples))}
+        per_pair = {name: bench_metrics(s, e, args.repeats) for name, (s, e) in pairs.items()}
+        j = (
+            None
+            if args.skip_judge
+            else bench_judge(source, edited, args.pairs, args.latency, args.concurrency, args.judge_repeats)
+        )
+    print(f"cpu cores: {os.cpu_count()}, load average at the end: {os.getloadavg()[0]:.1f}")
     print(
-        f"metrics, one 81-frame 720p pair: median {m['metrics_s']:.3f} s "
-        f"(baseline: full-size RGB decode of the pair {m['decode_pair_full_rgb_s']:.3f} s; "
-        f"ratio {m['metrics_over_decode']:.2f}x; target <= 1.5 s)"
+        "metrics, per 81-frame 720p pair (median of the repeats; baseline = full-size RGB decode of that pair):"
     )
+    for name, m in per_pair.items():
+        print(
+            f"  {name:28s} metrics {m['metrics_s']:.3f} s, full decode {m['decode_pair_full_rgb_s']:.3f} s, "
+            f"ratio {m['metrics_over_decode']:.2f}x"
+        )
+    med = statistics.median(m["metrics_s"] for m in per_pair.values())
+    ratio = statistics.median(m["metrics_over_decode"] for m in per_pair.values())
+    print(
+        f"  median over {len(per_pair)} pairs: {med:.3f} s per pair, {ratio:.2f}x its full decode (target <= 1.0 s)"
+    )
+    m = {"pairs": per_pair, "median_metrics_s": med, "median_metrics_over_decode": ratio}
+    if j is None:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"metrics": m}, indent=2) + "\n")
+        return
     print(
         f"judge, {j['pairs']} pairs at {j['latency_s'] * 1000:.0f} ms latency (median of {j['repeats']}): sequential {j['sequential_s']:.2f} s, "
         f"concurrency {args.concurrency} {j[f'concurrent_{args.concurrency}_s']:.2f} s, speed-up {j['speedup']:.2f}x "

@@ -5,7 +5,8 @@ Usage: python benchmarks/decode.py [--repeats 7] [--pairs 16] [--json OUT]
 Makes an 81-frame 1280x720 H.264 clip with one keyframe (like the real Sparkle clips), then reports
 the median seconds of each case and its ratio to the baseline (plain PyAV, full size, RGB):
 metadata-only open, 4 uniformly sampled frames, all 81 frames resized to 832x480, and samples/s of
-tar-shard streaming against the extracted folder.
+tar-shard streaming against the extracted folder. Then ``SparkleCollator`` on one row (source + edited,
+81 frames at 480x832) against the same ``get_frames`` + ``frames_to_tensor`` done by hand (target <= 1.1x).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -25,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from timing import median_time
 
-from sparkle_video import VideoReader, load_sparkle, write_video
+from sparkle_video import VideoReader, frames_to_tensor, load_sparkle, write_video
+from sparkle_video.data import SparkleCollator
 
 
 def make_clip(path: Path, frames: int = 81, height: int = 720, width: int = 1280) -> None:
@@ -82,6 +85,43 @@ def samples_per_second(ds_factory: Callable[[], object], repeats: int) -> tuple[
     return count / median_time(run, repeats), count
 
 
+def collator_cases(clip: Path, repeats: int) -> dict[str, float]:
+    """One training row (source + edited) through the collator, against the by-hand path (the baseline).
+
+    The cases are timed in turn within each repeat (not one after the other), so that a load change on a
+    shared machine hits every case alike; each number is the median over the repeats.
+    """
+    size = (480, 832)
+
+    def row() -> dict:
+        return {
+            "id": "x",
+            "prompt": "p",
+            "source_video": VideoReader(clip),
+            "edited_video": VideoReader(clip),
+        }
+
+    def by_hand() -> list:
+        r = row()
+        idx = np.arange(81)
+        return [
+            frames_to_tensor(r[k].get_frames(idx, size=size), (-1, 1))
+            for k in ("source_video", "edited_video")
+        ]
+
+    fns = {"by hand: get_frames(size) + frames_to_tensor, 2 videos (baseline)": by_hand}
+    for policy in ("stretch", "crop", "pad"):
+        collate = SparkleCollator(num_frames=81, size=size, value_range=(-1, 1), resize=policy)
+        fns[f"SparkleCollator resize={policy!r}"] = lambda c=collate: c([row()])
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(median_time(fn, 1, warmup=False))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -112,6 +152,7 @@ def main() -> int:
                 lambda: VideoReader(clip).get_frames(None), args.repeats
             ),
         }
+        collation = collator_cases(clip, args.repeats)
         folder, shards = build_dataset(clip, Path(tmp), args.pairs)
         local_sps, n_local = samples_per_second(lambda: load_sparkle(folder, streaming=True), 3)
         stream_sps, n_stream = samples_per_second(lambda: load_sparkle(shards, streaming=True), 3)
@@ -124,13 +165,21 @@ def main() -> int:
         "ratio_to_baseline": {k: v / base for k, v in cases.items()},
         "samples_per_second": {"extracted folder": local_sps, "tar-shard streaming": stream_sps},
         "streaming_vs_local": stream_sps / local_sps,
+        "collator_seconds": collation,
     }
+    hand = next(iter(collation.values()))
+    results["collator_ratio_to_by_hand"] = {k: v / hand for k, v in collation.items()}
     print(f"machine: {results['machine']}, PyAV {av.__version__}, {args.repeats} repeats")
     print(f"{'case':<52}{'median s':>10}{'ratio':>8}")
     for name, t in cases.items():
         print(f"{name:<52}{t:>10.4f}{t / base:>8.2f}")
-    print(f"samples/s (4 frames of each video, {args.pairs} pairs): folder {local_sps:.1f}, "
-          f"tar streaming {stream_sps:.1f}, ratio {stream_sps / local_sps:.2f}")
+    print(
+        f"samples/s (4 frames of each video, {args.pairs} pairs): folder {local_sps:.1f}, "
+        f"tar streaming {stream_sps:.1f}, ratio {stream_sps / local_sps:.2f}"
+    )
+    print(f"{'collation, one row of 2 x 81 frames at 480x832':<52}{'median s':>10}{'ratio':>8}")
+    for name, t in collation.items():
+        print(f"{name:<52}{t:>10.4f}{t / hand:>8.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

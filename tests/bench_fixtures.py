@@ -35,11 +35,18 @@ def texture(seed: int, height: int, width: int, cell: int = 8) -> np.ndarray:
 
 
 def source_clip(
-    seed: int = 0, frames: int = 13, height: int = 64, width: int = 96, speed: int = 3, box: int = 24
+    seed: int = 0,
+    frames: int = 13,
+    height: int = 64,
+    width: int = 96,
+    speed: int = 3,
+    box: int = 24,
+    fg_cell: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(frames, fg_mask)``: still background, a textured square moving right by ``speed`` px/frame."""
+    """``(frames, fg_mask)``: still background, a textured square moving right by ``speed`` px/frame
+    (``fg_cell``: size in px of the subject's texture detail)."""
     bg = texture(seed, height, width)
-    fg_tex = texture(seed + 1000, box, box, cell=4)
+    fg_tex = texture(seed + 1000, box, box, cell=fg_cell)
     out = np.empty((frames, height, width, 3), np.uint8)
     mask = np.zeros((frames, height, width), bool)
     y0 = (height - box) // 2
@@ -134,6 +141,34 @@ def write_bench(
     return info
 
 
+def write_openve_bench(root: Path, counts: dict[str, int], frames: int = 9) -> dict[str, dict]:
+    """An OpenVE-Bench in the official checkout layout: ``root/OpenVE-Bench/benchmark_videos.csv`` whose
+    ``original_video`` paths (``OpenVE-Bench/videos/{name}.mp4``) are relative to ``root``."""
+    info: dict[str, dict] = {}
+    rows = []
+    for kind, count in counts.items():
+        for _ in range(count):
+            name = f"Sparkle_openve_{20_000 + len(info):06d}"
+            rel = f"OpenVE-Bench/videos/{name}.mp4"
+            frames_, mask = source_clip(seed=len(info) * 13 + 5, frames=frames)
+            write_video(frames_, root / rel, fps=16)
+            prompt = f"Change the background for {name}; keep the \u00e9l\u00e8ve."
+            info[name] = {
+                "edited_type": kind,
+                "prompt": prompt,
+                "path": root / rel,
+                "source": frames_,
+                "mask": mask,
+            }
+            rows.append({"edited_type": kind, "prompt": prompt, "original_video": rel})
+    (root / "OpenVE-Bench").mkdir(parents=True, exist_ok=True)
+    with open(root / "OpenVE-Bench" / "benchmark_videos.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["edited_type", "prompt", "original_video"])
+        w.writeheader()
+        w.writerows(rows)
+    return info
+
+
 def bench_rows(info: dict[str, dict]) -> list[dict]:
     """Rows shaped like ``load_sparkle_bench`` rows (without loading through ``datasets``)."""
     from sparkle_video.video import VideoReader
@@ -176,7 +211,8 @@ SPARKLE_NAMES = (
     "Background Dynamics",
     "Background Visual Quality",
 )
-OPENVE_NAMES = ("Instruction Compliance", "Consistency & Detail Fidelity", "Visual Quality & Stability")
+#: OpenVE-Bench's stored order (its official scorer's record order).
+OPENVE_NAMES = ("Instruction Compliance", "Visual Quality & Stability", "Consistency & Detail Fidelity")
 
 
 def reply_text(scores: list[int]) -> str:
@@ -187,12 +223,15 @@ def reply_text(scores: list[int]) -> str:
 
 
 class JudgeServer:
-    """A real HTTP judge on 127.0.0.1 speaking OpenAI chat-completions and Gemini generateContent.
+    """A real HTTP judge on 127.0.0.1 speaking OpenAI chat-completions (plain and Azure deployment
+    paths), Gemini generateContent, and Gemini's resumable file upload (``upload/{version}/files`` start,
+    upload+finalize, then ``GET {version}/files/{name}``; a file reads ``PROCESSING`` once, then ``ACTIVE``).
 
     Replies are scripted per sample id (found in the prompt text), consumed in order; when a script
-    runs out the server answers ``default``. Steps: ``("valid", [scores])``, ``("prose",)``,
-    ``("range",)`` (a score of 7), ``("slow",)`` (waits until the server stops), ``("500",)``.
-    ``latency`` adds a fixed delay to every reply (used by the throughput benchmark only).
+    runs out the server answers ``default``. Steps: ``("valid", [scores])``, ``("text", reply)``,
+    ``("prose",)``, ``("range",)`` (a score of 7), ``("slow",)`` (waits until the server stops),
+    ``("500",)``. ``latency`` adds a fixed delay to every reply (used by the throughput benchmark only).
+    Uploaded bytes are kept in ``files`` by file name.
     """
 
     def __init__(self, default: list[int] | None = None, latency: float = 0.0):
@@ -205,6 +244,10 @@ class JudgeServer:
         self.requests: list[dict] = []
         self.release = threading.Event()
         self._lock = threading.Lock()
+        self.files: dict[str, bytes] = {}
+        self.upload_state = "ACTIVE"  # what a just-uploaded file reports; "PROCESSING" makes clients poll
+        self.file_gets: list[str] = []
+        self._sessions: dict[str, str] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -213,7 +256,14 @@ class JudgeServer:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                server._handle(self, raw)
+                if not server._upload(self, raw):
+                    server._handle(self, raw)
+
+            def do_GET(self) -> None:
+                name = "files/" + self.path.split("?")[0].rsplit("/files/", 1)[-1]
+                with server._lock:
+                    server.file_gets.append(name)
+                server._send(self, 200, server._file(name, "ACTIVE"))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -233,6 +283,46 @@ class JudgeServer:
         with self._lock:
             steps = self.script.get(sample_id)
             return steps.pop(0) if steps else ("valid", self.default)
+
+    def _file(self, name: str, state: str) -> dict:
+        return {
+            "name": name,
+            "uri": f"{self.url}/v1beta/{name}",  # what clients send back in fileData
+            "mimeType": "video/mp4",
+            "sizeBytes": str(len(self.files.get(name, b""))),
+            "state": state,
+        }
+
+    def _upload(self, handler: object, raw: bytes) -> bool:
+        """Gemini's resumable upload protocol; ``False`` when the request is not an upload."""
+        path = handler.path.split("?")[0]
+        command = handler.headers.get("X-Goog-Upload-Command", "")
+        if path.startswith("/upload/") and path.endswith("/files") and command == "start":
+            with self._lock:
+                session = str(len(self._sessions))
+                self._sessions[session] = f"files/upload{session}"
+            data = b"{}"
+            handler.send_response(200)
+            handler.send_header("x-goog-upload-url", f"{self.url}/upload-session/{session}")
+            handler.send_header("x-goog-upload-status", "active")
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return True
+        if path.startswith("/upload-session/"):
+            name = self._sessions[path.rsplit("/", 1)[1]]
+            with self._lock:
+                self.files[name] = self.files.get(name, b"") + raw
+            data = json.dumps({"file": self._file(name, self.upload_state)}).encode()
+            handler.send_response(200)
+            handler.send_header("x-goog-upload-status", "final" if "finalize" in command else "active")
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return True
+        return False
 
     def _handle(self, handler: object, raw: bytes) -> None:
         import re
@@ -263,6 +353,8 @@ class JudgeServer:
             return
         if kind == "valid":
             content = reply_text(list(step[1]))
+        elif kind == "text":
+            content = step[1]
         elif kind == "range":
             content = reply_text([7, *self.default[1:]])
         else:

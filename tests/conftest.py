@@ -18,7 +18,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from sparkle_video.video import write_video
 
-SAMPLES = Path(os.environ.get("SPARKLE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle"))
+SAMPLES = Path(
+    os.environ.get("SPARKLE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle")
+)
 KEYWORDS = {
     "location": ["urban: rooftop overlooking skyline", "rural: vineyard rows"],
     "season": ["winter: snowy pine forest", "spring: blossoming orchard"],
@@ -57,14 +59,22 @@ def write_train(root: Path, counts: dict[str, int], frames: int = 9, videos: boo
             prompt = f"Replace the background of {i} with something lively."
             src_rel, tgt_rel = f"{theme}/source_video/{i}.mp4", f"{theme}/edited_video/{i}.mp4"
             seed = zlib.crc32(f"{theme}{n}".encode()) % 10_000
-            info[i] = {"theme": theme, "prompt": prompt, "keyword": keyword, "seed": seed,
-                       "source": src_rel, "edited": tgt_rel}
+            info[i] = {
+                "theme": theme,
+                "prompt": prompt,
+                "keyword": keyword,
+                "seed": seed,
+                "source": src_rel,
+                "edited": tgt_rel,
+            }
             if videos:
                 write_video(clip(seed, frames), root / src_rel, fps=16)
                 write_video(clip(seed + 1, frames), root / tgt_rel, fps=16)
             rows.append({"prompt": prompt, "src_video": src_rel, "tgt_video": tgt_rel, "task": i})
-            meta = {"edit_type": theme if theme != "openve3m" else "openve3m_background_change",
-                    "original_scene": f"scene of {i}"}
+            meta = {
+                "edit_type": theme if theme != "openve3m" else "openve3m_background_change",
+                "original_scene": f"scene of {i}",
+            }
             if keyword:
                 meta["chosen_keyword"] = keyword
             metas.append({"id": i, "prompt": prompt, "metadata": meta})
@@ -100,7 +110,9 @@ def add_member(tar_path: Path, name: str, data: bytes) -> None:
         tf.addfile(info, io.BytesIO(data))
 
 
-def write_bench(root: Path, counts: dict[str, int], frames: int = 9, ref_images: bool = True) -> dict[str, dict]:
+def write_bench(
+    root: Path, counts: dict[str, int], frames: int = 9, ref_images: bool = True
+) -> dict[str, dict]:
     from PIL import Image
 
     info: dict[str, dict] = {}
@@ -116,10 +128,21 @@ def write_bench(root: Path, counts: dict[str, int], frames: int = 9, ref_images:
             if ref_images and n % 2 == 0:
                 (root / "ref_images" / theme).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(clip(seed, 1)[0]).save(root / "ref_images" / theme / f"{i}.png")
-            info[i] = {"theme": theme, "prompt": prompt, "keyword": keyword, "seed": seed, "ref": ref_images and n % 2 == 0}
+            info[i] = {
+                "theme": theme,
+                "prompt": prompt,
+                "keyword": keyword,
+                "seed": seed,
+                "ref": ref_images and n % 2 == 0,
+            }
             rows.append({"edited_type": theme, "prompt": prompt, "original_video": rel})
-            metas.append({"id": i, "prompt": prompt, "metadata": {"edit_type": theme, "chosen_keyword": keyword,
-                                                                 "original_scene": ""}})
+            metas.append(
+                {
+                    "id": i,
+                    "prompt": prompt,
+                    "metadata": {"edit_type": theme, "chosen_keyword": keyword, "original_scene": ""},
+                }
+            )
         with open(root / f"{theme}_bench.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["edited_type", "prompt", "original_video"])
             w.writeheader()
@@ -138,7 +161,9 @@ def train_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 
 
 @pytest.fixture(scope="session")
-def train_shards(train_folder: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def train_shards(
+    train_folder: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
     root, info = train_folder
     out = tmp_path_factory.mktemp("shards")
     pack(root, out, per_shard=2)

@@ -61,16 +61,81 @@ def no_sleep(_: float) -> None:
 
 
 # -- rubric ------------------------------------------------------------------------------------------
-def test_parse_scores_accepts_common_reply_shapes() -> None:
+def test_lenient_parse_accepts_common_reply_shapes() -> None:
     reply = (
         "Brief reasoning: ok.\n**Instruction Compliance**: 4\n- Overall Visual Quality: 5/5\n"
         "3. Foreground Integrity: 3\nForeground Motion Consistency : 2.0\n"
         "Background Dynamics (Liveness): 5\nbackground visual quality: 1\n"
     )
     assert parse_scores(reply, SPARKLE.dimensions) == [4, 5, 3, 2, 5, 1]
-    assert SPARKLE.parse(reply) == [4, 4, 3, 2, 4, 1]  # capped at Instruction Compliance
+    assert SPARKLE.parse(reply, "lenient") == [4, 4, 3, 2, 4, 1]  # capped at Instruction Compliance
+    with pytest.raises(ReplyError):
+        SPARKLE.parse(reply)  # none of those lines is in the official format
     assert apply_cap([2, 5, 1]) == [2, 2, 1]
-    assert OPENVE.parse(reply_text([3, 5, 2])) == [3, 3, 2]
+    # OpenVE-Bench: stored order [IC, VQ&S, C&DF], no cap in code
+    assert OPENVE.parse(reply_text([3, 5, 2])) == [3, 5, 2]
+    with pytest.raises(ValueError, match="parse mode"):
+        SPARKLE.parse(reply_text([4] * 6), "fuzzy")
+
+
+#: Probe replies: the Instruction Compliance line of an otherwise official reply (other scores 4) is
+#: replaced; expected Instruction Compliance under the official rule and the lenient one (None: rejected).
+PROBES = [
+    ("**Instruction Compliance:** 4", None, 4),
+    ("- Instruction Compliance: 4", None, 4),
+    ("instruction compliance: 4", None, 4),
+    ("Instruction Compliance: 4/5", None, 4),
+    ("Instruction Compliance: 4 (good)", None, 4),
+    ("Instruction Compliance = 4", None, 4),
+    ("Instruction Compliance\uff1a 4", None, 4),  # full-width colon
+    ("Instruction Compliance:\n4", None, 4),  # score on the next line
+    ("Instruction Compliance: 3.5", 3, None),
+    ("Instruction Compliance: 4.9", 4, None),
+    ("   Instruction Compliance: 2  ", 2, 2),  # surrounding blanks are stripped
+    ("Instruction Compliance: 2\nInstruction Compliance: 5", 5, 5),  # the later line wins
+    ("Instruction Compliance: 5\nInstruction Compliance: 0", None, None),  # any out-of-range rejects
+    ("Instruction Compliance: 0.5", None, None),
+]
+
+
+def probe_reply(line: str) -> str:
+    return reply_text([4] * 6).replace("Instruction Compliance: 4", line)
+
+
+@pytest.mark.parametrize("line, official, lenient", PROBES)
+def test_official_parse_rule(line: str, official: int | None, lenient: int | None) -> None:
+    for mode, expected in (("official", official), ("lenient", lenient)):
+        if expected is None:
+            with pytest.raises(ReplyError):
+                SPARKLE.parse(probe_reply(line), mode)
+        else:
+            assert SPARKLE.parse(probe_reply(line), mode) == [expected] + [min(4, expected)] * 5
+
+
+def test_official_parse_reads_after_last_colon_and_needs_every_dimension() -> None:
+    assert SPARKLE.parse(probe_reply("Instruction Compliance: note: 3")) == [3] * 6
+    with pytest.raises(ReplyError, match="lacks"):
+        SPARKLE.parse(reply_text([4] * 6).replace("Background Dynamics: 4\n", ""))
+    # OpenVE-Bench's rule does not strip lines: an indented line does not count
+    openve = reply_text([4, 4, 4]).replace("Instruction Compliance", "  Instruction Compliance")
+    with pytest.raises(ReplyError, match="lacks"):
+        OPENVE.parse(openve)
+    assert (
+        SPARKLE.parse(
+            openve.replace("Visual Quality & Stability: 4\nConsistency & Detail Fidelity: 4", "")
+            + "\n"
+            + "\n".join(f"{d}: 4" for d in SPARKLE.dimensions[1:])
+        )
+        == [4] * 6
+    )
+
+
+def test_reply_stating_a_dimension_twice_uses_the_later_value() -> None:
+    reply = reply_text([5, 5, 5, 5, 5, 5]) + "\nBackground Dynamics: 2\nForeground Integrity: 3"
+    assert SPARKLE.parse(reply) == [5, 5, 3, 5, 2, 5]
+    early = "Background Dynamics: 2\n" + reply_text([5, 5, 5, 5, 5, 5])
+    assert SPARKLE.parse(early) == [5] * 6
+    assert OPENVE.parse(reply_text([2, 3, 4]) + "\nInstruction Compliance: 5") == [5, 3, 4]
 
 
 @pytest.mark.parametrize(
@@ -79,19 +144,19 @@ def test_parse_scores_accepts_common_reply_shapes() -> None:
         ("The edit is lovely.", "lacks scores"),
         (reply_text([6, 4, 4, 4, 4, 4]), "outside 1-5"),
         (
-            reply_text([4, 4, 4, 4, 4, 4]).replace("Background Dynamics: 4", "Background Dynamics: 3.5"),
-            "not an integer",
-        ),
-        (
             reply_text([4, 4, 4, 4, 4, 4]).replace("Background Dynamics: 4", "Background Dynamics: 0"),
             "outside",
         ),
         ("", "empty"),
     ],
 )
-def test_parse_scores_rejects_bad_replies(reply: str, message: str) -> None:
+@pytest.mark.parametrize("mode", ["official", "lenient"])
+def test_parse_scores_rejects_bad_replies(reply: str, message: str, mode: str) -> None:
     with pytest.raises(ReplyError, match=message):
-        SPARKLE.parse(reply)
+        SPARKLE.parse(reply, mode)
+    if mode == "lenient":
+        with pytest.raises(ReplyError, match="not an integer"):
+            SPARKLE.parse(probe_reply("Instruction Compliance: 3.5"), mode)
 
 
 def test_prompt_fills_official_placeholder_or_appends() -> None:
@@ -207,7 +272,11 @@ def test_gives_up_names_failures_and_resumes(
     assert run2.summary["macro"]["count"] == 4
     records = load_judge_records(save)["judge-x"]
     assert sorted(r["id"] for r in records) == ids
-    assert run2.summary == summarize(records)
+    assert run2.summary == {
+        **summarize(records),
+        "judge_settings": run.summary["judge_settings"],
+        "truncated": 0,
+    }
 
 
 def test_missing_key_fails_before_any_request(server: JudgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -270,8 +339,8 @@ def test_openve_protocol_three_dims(server: JudgeServer, results: tuple[Path, di
         bench_rows(info), save, judge(server), protocol="openve", sleep=no_sleep, progress=False
     )
     recs, _ = read_records(save / "location_judge-x_openve_score.jsonl", 3)
-    assert {tuple(r["scores"]) for r in recs.values()} == {(2, 2, 1)}
-    assert run.summary["macro"] == pytest.approx({"Ins": 2, "Cons": 2, "VQ": 1, "overall": 5 / 3, "count": 4})
+    assert {tuple(r["scores"]) for r in recs.values()} == {(2, 5, 1)}  # no cap in code
+    assert run.summary["macro"] == pytest.approx({"Ins": 2, "VQ": 5, "Cons": 1, "overall": 8 / 3, "count": 4})
     text = server.requests[0]["body"]["messages"][0]["content"][0]["text"]
     assert "Consistency & Detail Fidelity" in text and "Background Dynamics" not in text
 
@@ -323,7 +392,7 @@ def test_cli_judge_end_to_end_never_shows_key(
     caplog.set_level(logging.DEBUG)
     argv = ["bench", "judge", "--bench", str(bench[0]), "--results", str(save), "--model", "judge-x"]
     argv += ["--base-url", server.url + "/v1", "--api-key-env", "JUDGE_TEST_KEY"]
-    argv += ["--json", str(out_json), "--backoff", "0"]
+    argv += ["--json", str(out_json), "--backoff", "0", "--max-attempts", "4"]
     server.script = {sorted(info)[0]: [("500",)] * 4}
     assert main(argv) == 1  # one sample failed after every retry: reported, the rest kept
     captured = capsys.readouterr()

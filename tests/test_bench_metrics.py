@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from bench_fixtures import edit_clip, source_clip
+from bench_fixtures import edit_clip, source_clip, texture
 
 from sparkle_video.bench.metrics import (
     METRIC_NAMES,
@@ -176,3 +176,136 @@ def test_real_sample_pair_scores_sensibly() -> None:
     assert same["foreground_integrity"] > 0.99 and same["foreground_motion_consistency"] > 0.99
     assert edit["background_dynamics"] > same["background_dynamics"]
     assert edit["foreground_integrity"] < same["foreground_integrity"]
+
+
+# -- noise is not motion; relighting is not damage --------------------------------------------------
+def flat_background_clip(level: int, noisy: bool, frames: int = 13) -> tuple[np.ndarray, np.ndarray]:
+    """A textured subject walking over a flat background at grey ``level`` with +-2 sensor noise that
+    changes every frame (``noisy``) or is frozen at frame 0's (same pixels every frame)."""
+    src, mask = source_clip(seed=3, frames=frames, height=144, width=256, speed=4, box=48)
+    rng = np.random.default_rng(level)
+    frozen = rng.integers(-2, 3, size=(144, 256, 1))
+    out = np.empty_like(src)
+    for t in range(frames):
+        noise = rng.integers(-2, 3, size=(144, 256, 1)) if noisy else frozen
+        bg = np.clip(level + noise, 0, 255).astype(np.uint8)
+        out[t] = np.where(mask[t][..., None], src[t], bg)
+    return src, out
+
+
+@pytest.mark.parametrize("level", [250, 128, 12], ids=["white", "grey", "night-sky"])
+def test_sensor_noise_on_a_flat_background_is_not_motion(level: int) -> None:
+    src, noisy = flat_background_clip(level, noisy=True)
+    _, frozen = flat_background_clip(level, noisy=False)
+    source = mp4(src)
+    m_noisy = compute_metrics(source, mp4(noisy)).as_dict()
+    m_frozen = compute_metrics(source, mp4(frozen)).as_dict()
+    assert abs(m_noisy["background_dynamics"] - m_frozen["background_dynamics"]) <= 0.05
+    assert m_noisy["background_dynamics"] < 0.1
+
+
+def test_moving_textured_background_still_scores_high() -> None:
+    src, mask = source_clip(seed=3, frames=13, height=144, width=256, speed=4, box=48)
+    m = compute_metrics(mp4(src), mp4(edit_clip(src, mask, "lively", speed=1))).as_dict()
+    assert m["background_dynamics"] > 0.9 and m["background_motion_px"] == pytest.approx(1.0, rel=0.25)
+
+
+def test_flow_reliability_gates_flat_regions() -> None:
+    from sparkle_video.bench.metrics import flow_reliability, texture_strength
+
+    flat = np.full((2, 32, 32), 128, np.uint8)
+    assert texture_strength(flat).max() == 0.0 and flow_reliability(flat).max() == 0.0
+    textured = np.stack([cv2.cvtColor(texture(1, 32, 32, cell=4), cv2.COLOR_RGB2GRAY)] * 2)
+    rel = flow_reliability(textured)
+    assert rel.shape == (1, 32, 32) and rel[0, 8:-8, 8:-8].mean() > 0.9
+    half = textured.copy()
+    half[1, :, :16] = 128  # texture gone in the second frame: not trusted there
+    assert flow_reliability(half)[0, 8:-8, 2:12].max() == 0.0
+
+
+@pytest.fixture(scope="module")
+def detailed() -> dict[str, object]:
+    """A 360x640 source whose subject has 2 px detail (4 px at 720p) and variants of one edit of it."""
+    src, mask = source_clip(seed=3, frames=9, height=360, width=640, speed=4, box=120, fg_cell=2)
+    background = edit_clip(src, np.zeros_like(mask), "lively")  # the new background alone
+
+    def with_subject(subject: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return np.where(where[..., None], subject, background)
+
+    def scaled(gain: np.ndarray | float) -> np.ndarray:
+        return np.clip(src.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 2.0) for f in src])  # sigma 4 px at 720p
+    moved_mask, moved = np.roll(mask, 40, axis=2), np.roll(src, 40, axis=2)
+    edits = {
+        "unchanged": with_subject(src, mask),
+        "brighter": with_subject(scaled(1.2), mask),
+        "darker": with_subject(scaled(0.8), mask),
+        "warmer": with_subject(scaled(np.array([1.15, 1.0, 0.85], np.float32)), mask),
+        "night": with_subject(scaled(np.array([0.45, 0.5, 0.6], np.float32)), mask),
+        "blurred": with_subject(blurred, mask),
+        "displaced": with_subject(moved, moved_mask),
+        "removed": background,
+    }
+    source = mp4(src)
+    return {
+        k: compute_metrics(source, mp4(v), mask=mask).as_dict()["foreground_integrity"]
+        for k, v in edits.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["brighter", "darker", "warmer"])
+def test_foreground_integrity_ignores_harmonised_relighting(detailed: dict, kind: str) -> None:
+    assert detailed["unchanged"] > 0.95
+    assert detailed[kind] >= 0.9 * detailed["unchanged"]
+
+
+def test_foreground_integrity_tolerates_a_strong_night_grade(detailed: dict) -> None:
+    # a day-to-night edit dims the subject by half: SSIM's luminance term alone would cost 20% more
+    assert detailed["night"] >= 0.75 * detailed["unchanged"]
+
+
+@pytest.mark.parametrize("kind", ["blurred", "displaced", "removed"])
+def test_foreground_integrity_catches_damage(detailed: dict, kind: str) -> None:
+    assert detailed[kind] <= 0.5 * detailed["unchanged"]
+
+
+# -- flow magnitudes at the reference width -----------------------------------------------------------
+def test_background_motion_px_is_expressed_at_the_reference_width() -> None:
+    from sparkle_video.bench.metrics import REFERENCE_WIDTH, background_motion
+
+    flow = np.zeros((3, 9, 128, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 1.5, 2.0  # 2.5 px/frame at a 128 px wide working frame
+    bg = np.ones((3, 9, 128), bool)
+    assert REFERENCE_WIDTH == 256
+    assert background_motion(flow, bg, 128) == 5.0  # the same motion at 256 px wide
+    assert background_motion(flow, bg, 512) == 1.25
+    assert background_motion(flow, bg, 128, weight=np.ones((3, 9, 128), np.float32)) == 5.0
+    assert background_motion(flow, bg, 128, weight=np.full((3, 9, 128), 0.5, np.float32)) == 2.5
+
+
+@pytest.mark.parametrize("work_height", [72, 48])
+def test_known_translation_reads_the_same_at_any_working_width(work_height: int) -> None:
+    """A background panning 6 px/frame on a 384 px wide clip is 4 px/frame at 256 px."""
+    src, mask = source_clip(seed=5, frames=9, height=144, width=384, speed=2, box=40)
+    edit = edit_clip(src, mask, "lively", speed=6)
+    m = compute_metrics(mp4(src), mp4(edit), mask=mask, config=MetricConfig(work_height=work_height))
+    assert m.background_motion_px == pytest.approx(4.0, rel=0.1)
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="real sample clips not available")
+@pytest.mark.slow
+def test_every_released_edit_beats_the_static_background_baseline() -> None:
+    from sparkle_video.bench.editors import StaticBackgroundEditor
+    from sparkle_video.video import VideoReader
+
+    sources = sorted(SAMPLES.glob("*/source_video/*.mp4"))
+    assert sources
+    static_editor = StaticBackgroundEditor()
+    for src in sources:
+        edited = src.parent.parent / "edited_video" / src.name
+        frames = static_editor(VideoReader(str(src)), "keep")  # encoded at 640x360 to keep the test quick
+        static = mp4(np.stack([cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames]))
+        released = compute_metrics(src, edited).background_dynamics
+        baseline = compute_metrics(src, static).background_dynamics
+        assert released > baseline + 0.05, (src.name, released, baseline)

@@ -22,8 +22,9 @@ from sparkle_video.writer import pack_shards, write_sparkle
 @pytest.fixture(scope="module")
 def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export-src")
-    recs = make_demo_records(num_per_theme=2, themes=("location", "time"), num_frames=9, height=64, width=96,
-                             intermediates=False)
+    recs = make_demo_records(
+        num_per_theme=2, themes=("location", "time"), num_frames=9, height=64, width=96, intermediates=False
+    )
     write_sparkle(recs, root, overwrite=True, progress=False)
     return root
 
@@ -65,8 +66,13 @@ def test_hub_folder_loads_with_plain_load_dataset(dataset_root: Path, tmp_path: 
 def test_hub_folder_from_tar_shards_parts_and_skips(dataset_root: Path, tmp_path: Path) -> None:
     pack_shards(dataset_root, tmp_path / "shards")
     out = tmp_path / "hub"
-    export_hub_folder(tmp_path / "shards", out, themes=["time"], rows_per_group=1, max_file_bytes=1, progress=False)
-    assert sorted(p.name for p in (out / "data/time").iterdir()) == ["train-00000.parquet", "train-00001.parquet"]
+    export_hub_folder(
+        tmp_path / "shards", out, themes=["time"], rows_per_group=1, max_file_bytes=1, progress=False
+    )
+    assert sorted(p.name for p in (out / "data/time").iterdir()) == [
+        "train-00000.parquet",
+        "train-00001.parquet",
+    ]
     assert pq.ParquetFile(out / "data/time/train-00000.parquet").metadata.num_row_groups == 1
     ds = datasets.load_dataset(str(out), "time", split="train", cache_dir=str(tmp_path / "hf-cache"))
     original = dataset_root / "time/source_video/Sparkle_time_000000.mp4"
@@ -82,7 +88,9 @@ def test_hub_folder_from_tar_shards_parts_and_skips(dataset_root: Path, tmp_path
     report = SkipReport()
     export_hub_folder(broken, tmp_path / "hub-skip", errors="skip", skip_report=report, progress=False)
     assert report.ids == ["Sparkle_time_000001"]
-    kept = datasets.load_dataset(str(tmp_path / "hub-skip"), "all", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    kept = datasets.load_dataset(
+        str(tmp_path / "hub-skip"), "all", split="train", cache_dir=str(tmp_path / "hf-cache")
+    )
     assert len(kept) == 3 and "Sparkle_time_000001" not in kept["id"]
 
 
@@ -96,3 +104,34 @@ def test_kiwi_csv_missing_video(dataset_root: Path, tmp_path: Path) -> None:
     assert export_kiwi_csv(broken, tmp_path / "b.csv", errors="skip", skip_report=report) == 3
     assert report.ids == ["Sparkle_location_000001"]
     assert "Sparkle_location_000001" not in (tmp_path / "b.csv").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-a-video"])
+def test_exports_check_every_video_header(dataset_root: Path, tmp_path: Path, damage: str) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset_root, broken)
+    bad = broken / "time/source_video/Sparkle_time_000000.mp4"
+    bad.write_bytes(bad.read_bytes()[:200] if damage == "truncated" else b"GIF89a not a video at all" * 30)
+    with pytest.raises(SparkleDataError, match="Sparkle_time_000000"):
+        export_hub_folder(broken, tmp_path / "hub", progress=False)
+    assert not (tmp_path / "hub" / "README.md").exists()
+    with pytest.raises(SparkleDataError, match="Sparkle_time_000000"):
+        export_kiwi_csv(broken, tmp_path / "k.csv")
+    hub_report, kiwi_report = SkipReport(), SkipReport()
+    export_hub_folder(broken, tmp_path / "hub-skip", errors="skip", skip_report=hub_report, progress=False)
+    assert hub_report.ids == ["Sparkle_time_000000"]
+    assert export_kiwi_csv(broken, tmp_path / "k2.csv", errors="skip", skip_report=kiwi_report) == 3
+    assert kiwi_report.ids == ["Sparkle_time_000000"]
+
+
+def test_export_missing_edited_video_is_an_error(dataset_root: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset_root, broken)
+    (broken / "location/edited_video/Sparkle_location_000000.mp4").unlink()
+    for export in (
+        lambda: export_hub_folder(broken, tmp_path / "hub", progress=False),
+        lambda: export_kiwi_csv(broken, tmp_path / "k.csv"),
+    ):
+        with pytest.raises(SparkleDataError, match="missing") as e:
+            export()
+        assert "Sparkle_location_000000" in str(e.value)

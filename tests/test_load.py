@@ -15,6 +15,7 @@ from conftest import SAMPLES, clip, write_bench
 import sparkle_video
 from sparkle_video import VideoReader, load_sparkle, load_sparkle_bench
 from sparkle_video.data import SparkleCollator, hub_patterns, resolve_source
+from sparkle_video.errors import SparkleHubError
 from sparkle_video.sources import hub_stream_url
 
 
@@ -36,7 +37,9 @@ def check_rows(rows: dict[str, dict], info: dict[str, dict]) -> None:
         src, edt = row["source_video"], row["edited_video"]
         assert isinstance(src, VideoReader) and isinstance(edt, VideoReader)
         # frames equal a direct decode of the original file (exactness across source kinds)
-        expected = VideoReader(Path(meta["root"]) / meta["source"]).get_frames([0, 8]) if "root" in meta else None
+        expected = (
+            VideoReader(Path(meta["root"]) / meta["source"]).get_frames([0, 8]) if "root" in meta else None
+        )
         got = src.get_frames([0, 8])
         assert got.shape == (2, 48, 64, 3)
         if expected is not None:
@@ -63,8 +66,10 @@ def test_tar_shards_local(train_folder, train_shards, streaming: bool) -> None:
     root, info = train_folder
     shards, _ = train_shards
     assert sorted(p.name for p in shards.glob("location_*.tar")) == [
-        "location_edited_video_part00.tar", "location_edited_video_part01.tar",
-        "location_source_video_part00.tar", "location_source_video_part01.tar",
+        "location_edited_video_part00.tar",
+        "location_edited_video_part01.tar",
+        "location_source_video_part00.tar",
+        "location_source_video_part01.tar",
     ]
     ds = load_sparkle(shards, streaming=streaming)
     rows = rows_by_id(ds)
@@ -99,7 +104,10 @@ def test_unaligned_shards_still_join(train_folder, tmp_path: Path) -> None:
     root, info = train_folder
     shutil.copytree(root / "prompts", tmp_path / "prompts")
     files = {k: sorted((root / "location" / f"{k}_video").glob("*.mp4")) for k in ("source", "edited")}
-    cuts = {"source": [files["source"][:1], files["source"][1:]], "edited": [files["edited"][:2], files["edited"][2:]]}
+    cuts = {
+        "source": [files["source"][:1], files["source"][1:]],
+        "edited": [files["edited"][:2], files["edited"][2:]],
+    }
     for kind, parts in cuts.items():
         for i, part in enumerate(parts):
             with tarfile.open(tmp_path / f"location_{kind}_video_part{i:02d}.tar", "w") as tf:
@@ -133,10 +141,16 @@ def test_nothing_decoded_before_access(train_folder, monkeypatch: pytest.MonkeyP
 def test_filters(train_folder) -> None:
     root, _ = train_folder
     assert len(load_sparkle(root, themes="season")) == 2
-    assert load_sparkle(root, subthemes=["urban"])["id"][:] == ["Sparkle_location_000000", "Sparkle_location_000002"]
+    assert load_sparkle(root, subthemes=["urban"])["id"][:] == [
+        "Sparkle_location_000000",
+        "Sparkle_location_000002",
+    ]
     assert load_sparkle(root, ids=["Sparkle_season_000001"])["theme"][:] == ["season"]
     assert len(load_sparkle(root, limit=2)) == 2
-    assert [r["id"] for r in load_sparkle(root, limit=2, streaming=True)] == ["Sparkle_location_000000", "Sparkle_location_000001"]
+    assert [r["id"] for r in load_sparkle(root, limit=2, streaming=True)] == [
+        "Sparkle_location_000000",
+        "Sparkle_location_000001",
+    ]
     openve = load_sparkle(root, themes="openve3m")[0]
     assert openve["subtheme"] is None and openve["scene"] is None
     with pytest.raises(ValueError, match="unknown themes"):
@@ -154,10 +168,18 @@ def test_score_thresholds(fresh_train) -> None:
     d = root / "intermediate_data" / "location"
     d.mkdir(parents=True)
     recs = [
-        {"id": "Sparkle_location_000000", "prompt": "p", "frame_indices": [1, 2],
-         "editscore": [{"O_score": 9.0}, {"O_score": 8.0}]},
-        {"id": "Sparkle_location_000001", "prompt": "p", "frame_indices": [1, 2],
-         "editscore": [{"O_score": 7.0}, {"O_score": 8.0}]},
+        {
+            "id": "Sparkle_location_000000",
+            "prompt": "p",
+            "frame_indices": [1, 2],
+            "editscore": [{"O_score": 9.0}, {"O_score": 8.0}],
+        },
+        {
+            "id": "Sparkle_location_000001",
+            "prompt": "p",
+            "frame_indices": [1, 2],
+            "editscore": [{"O_score": 7.0}, {"O_score": 8.0}],
+        },
     ]
     (d / "edited_video_score.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     ds = load_sparkle(root, themes="location", min_scores={"edited_video_score": 8.0})
@@ -169,7 +191,9 @@ def test_rank_and_worker_splitting_is_deterministic_and_complete(train_folder) -
     all_ids = [r["id"] for r in load_sparkle(root, streaming=True)]
     parts = [[r["id"] for r in load_sparkle(root, streaming=True, rank=k, world_size=2)] for k in range(2)]
     assert sorted(parts[0] + parts[1]) == sorted(all_ids) and not set(parts[0]) & set(parts[1])
-    assert parts == [[r["id"] for r in load_sparkle(root, streaming=True, rank=k, world_size=2)] for k in range(2)]
+    assert parts == [
+        [r["id"] for r in load_sparkle(root, streaming=True, rank=k, world_size=2)] for k in range(2)
+    ]
     mapped = [load_sparkle(root, rank=k, world_size=2)["id"][:] for k in range(2)]
     assert sorted(mapped[0] + mapped[1]) == sorted(all_ids) and not set(mapped[0]) & set(mapped[1])
     # DataLoader workers each read their own units; together they see everything once.
@@ -212,28 +236,22 @@ def test_bench_folder(tmp_path: Path) -> None:
     assert len(load_sparkle_bench(tmp_path, themes=["time"])) == 2
 
 
-def test_hub_repo_ids_resolve_without_network(train_folder, monkeypatch: pytest.MonkeyPatch) -> None:
-    root, _ = train_folder
+def test_hub_repo_ids_resolve_without_network(tmp_path: Path) -> None:
+    """Offline (the test environment) with nothing cached: one Hub error naming the repo, in both modes.
+
+    Loads through a real (loopback) Hub are in ``test_hub.py``.
+    """
     assert hub_stream_url("stdKonjac/Sparkle") == "hf://datasets/stdKonjac/Sparkle"
-    stream_root = resolve_source("stdKonjac/Sparkle", bench=False, themes=None, streaming=True, token="x")
-    assert stream_root.url == "hf://datasets/stdKonjac/Sparkle" and stream_root.storage_options == {"token": "x"}
     files = ["prompts/location_train.csv", "location_source_video_part00.tar", "season/source_video/a.mp4"]
     assert hub_patterns(False, ["location", "season"], files, "auto") == [
         "prompts/location_*", "location_source_video_part*.tar", "location_edited_video_part*.tar",
         "prompts/season_*", "season/source_video/*", "season/edited_video/*",
     ]
-    asked = {}
-
-    def fake_download(repo, patterns, **kw):
-        asked.update(repo=repo, patterns=patterns)
-        return str(root)
-
-    monkeypatch.setattr("sparkle_video.data.hub_download", fake_download)
-    monkeypatch.setattr("sparkle_video.data.hub_list_files", lambda repo, **kw: [])
-    ds = load_sparkle("stdKonjac/Sparkle", themes="season")
-    assert asked["repo"] == "stdKonjac/Sparkle"
-    assert asked["patterns"] == ["prompts/season_*", "season/source_video/*", "season/edited_video/*"]
-    assert len(ds) == 2
+    for streaming in (False, True):
+        with pytest.raises(SparkleHubError, match=r"not in the local cache.*repo: stdKonjac/Sparkle"):
+            resolve_source(
+                "stdKonjac/Sparkle", bench=False, themes=None, streaming=streaming, cache_dir=str(tmp_path)
+            )
 
 
 def test_real_samples_load() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from sparkle_video.models import tiny_pipeline
+from sparkle_video.pipelines import tiny_pipeline
 
 CARD = Path(__file__).resolve().parents[1] / "model_cards" / "Kiwi-Sparkle" / "README.md"
 
@@ -38,7 +38,9 @@ def test_push_to_hub_uploads_save_pretrained_output(monkeypatch: pytest.MonkeyPa
 
     def fake_upload(self, working_dir, repo_id, token=None, commit_message=None, create_pr=False, **kw):
         uploaded["files"] = sorted(
-            os.path.relpath(os.path.join(root, f), working_dir) for root, _, fs in os.walk(working_dir) for f in fs
+            os.path.relpath(os.path.join(root, f), working_dir)
+            for root, _, fs in os.walk(working_dir)
+            for f in fs
         )
         uploaded["index"] = json.loads(Path(working_dir, "model_index.json").read_text())
         uploaded["readme"] = Path(working_dir, "README.md").read_text()

@@ -12,7 +12,7 @@ from sparkle_video import VideoReader, load_sparkle_bench, write_video
 from sparkle_video.bench import run_inference
 from sparkle_video.bench.editors import PipelineEditor
 from sparkle_video.cli import main
-from sparkle_video.models import tiny_pipeline
+from sparkle_video.pipelines import tiny_pipeline
 from sparkle_video.synthetic import make_pair
 
 
@@ -26,9 +26,25 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_edit_command(saved: Path, tmp_path: Path) -> None:
     clip = make_pair(4, num_frames=10, height=72, width=64).source
     write_video(clip, tmp_path / "in.mp4", fps=16)
-    code = main(["edit", str(tmp_path / "in.mp4"), "--prompt", "a snowy forest", "--model", str(saved),
-                 "--out", str(tmp_path / "out.mp4"), "--steps", "1", "--dtype", "float32", "--device", "cpu",
-                 "--restore-size"])
+    code = main(
+        [
+            "edit",
+            str(tmp_path / "in.mp4"),
+            "--prompt",
+            "a snowy forest",
+            "--model",
+            str(saved),
+            "--out",
+            str(tmp_path / "out.mp4"),
+            "--steps",
+            "1",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--restore-size",
+        ]
+    )
     assert code == 0
     r = VideoReader(tmp_path / "out.mp4")
     assert (r.num_frames, r.height, r.width, r.fps) == (9, 72, 64, 15.0)
@@ -39,7 +55,9 @@ def test_pipeline_as_bench_editor(tmp_path: Path) -> None:
     pipe = tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)
     editor = PipelineEditor(pipe, num_inference_steps=1)
-    report = run_inference(load_sparkle_bench(tmp_path / "bench"), editor, tmp_path / "results", progress=False)
+    report = run_inference(
+        load_sparkle_bench(tmp_path / "bench"), editor, tmp_path / "results", progress=False
+    )
     outputs = sorted((tmp_path / "results").rglob("*_edited.mp4"))
     assert sorted(p.name for p in outputs) == sorted(f"{i}_edited.mp4" for i in info)
     first = VideoReader(outputs[0])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -33,7 +36,9 @@ def test_still_image_layout_equals_transformers_processor() -> None:
         pytest.skip("this transformers has no PIL Qwen2-VL image processor")
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(84, 140, 3), dtype=np.uint8)  # already on the 28-pixel grid
-    stock = processor_cls(min_pixels=IMAGE_MIN_PIXELS, max_pixels=512 * 512)(images=[image], return_tensors="pt")
+    stock = processor_cls(min_pixels=IMAGE_MIN_PIXELS, max_pixels=512 * 512)(
+        images=[image], return_tensors="pt"
+    )
     ours, grid = patchify_image(image, max_pixels=512 * 512)
     assert grid.tolist() == stock["image_grid_thw"].tolist() == [[1, 6, 10]]
     torch.testing.assert_close(ours, stock["pixel_values"].float(), atol=1e-5, rtol=1e-5)
@@ -44,7 +49,24 @@ def test_frame_sizes_and_sampling() -> None:
     assert video_frame_size(704, 1280) == (364, 672)
     assert video_frame_size(64, 64) == (336, 336)  # videos get at least 128 tokens a frame
     assert video_frame_size(64, 64, min_pixels=56 * 56) == (56, 56)
-    assert sample_encoder_frames(81, 16).tolist() == [0, 5, 11, 16, 21, 27, 32, 37, 43, 48, 53, 59, 64, 69, 75, 80]
+    assert sample_encoder_frames(81, 16).tolist() == [
+        0,
+        5,
+        11,
+        16,
+        21,
+        27,
+        32,
+        37,
+        43,
+        48,
+        53,
+        59,
+        64,
+        69,
+        75,
+        80,
+    ]
     assert sample_encoder_frames(9, 16).tolist() == list(range(9))
     with pytest.raises(ValueError, match="at least one frame"):
         sample_encoder_frames(0)
@@ -54,7 +76,9 @@ def test_odd_frame_counts_repeat_the_last_frame() -> None:
     frames = make_pair(0, num_frames=3, height=56, width=56).source
     pixels, grid = patchify_video(frames, max_pixels=56 * 56, min_pixels=56 * 56)
     assert grid.tolist() == [[2, 4, 4]]
-    last, padded = pixels.reshape(2, 16, 3, 2, 14 * 14)[1].unbind(2)  # second temporal patch: frame 2, frame 2
+    last, padded = pixels.reshape(2, 16, 3, 2, 14 * 14)[1].unbind(
+        2
+    )  # second temporal patch: frame 2, frame 2
     torch.testing.assert_close(last, padded)
 
 
@@ -86,9 +110,14 @@ def test_queries_replace_placeholders_like_a_reference_forward(parts: dict) -> N
     embeds = enc.mllm.get_input_embeddings()(ids).clone()
     embeds[ids == placeholder] = enc.video_queries.detach()
     with torch.no_grad():
-        out = enc.mllm(input_ids=ids, inputs_embeds=embeds, attention_mask=captured["attention_mask"],
-                       pixel_values_videos=captured["pixel_values_videos"],
-                       video_grid_thw=captured["video_grid_thw"], output_hidden_states=True)
+        out = enc.mllm(
+            input_ids=ids,
+            inputs_embeds=embeds,
+            attention_mask=captured["attention_mask"],
+            pixel_values_videos=captured["pixel_values_videos"],
+            video_grid_thw=captured["video_grid_thw"],
+            output_hidden_states=True,
+        )
         expected = enc.connector(out.hidden_states[-1][:, -q:])
     torch.testing.assert_close(context, expected)
     # the queries matter: other query vectors give another context
@@ -116,3 +145,61 @@ def test_reference_is_padded_not_stretched() -> None:
     out = pad_to_size(wide, 64, 64)
     assert out.shape == (64, 64, 3)
     assert (out[:16] == 255).all() and (out[-16:] == 255).all() and (out[16:48] == 0).all()
+
+
+def test_single_frame_takes_the_image_path(parts: dict) -> None:
+    """One frame, no reference: an image message with the image queries (as the released encoder)."""
+    enc, tok = parts["mllm_encoder"], parts["tokenizer"]
+    frames = make_pair(4, num_frames=9, height=64, width=64).source
+    captured: dict = {}
+    handle = enc.mllm.register_forward_pre_hook(lambda m, a, k: captured.update(k), with_kwargs=True)
+    try:
+        image_context = enc.encode(tok, frames[:1], "snowy forest")
+        assert "pixel_values" in captured and "pixel_values_videos" not in captured
+        text = tok.decode(captured["input_ids"][0])
+        assert "<|image_pad|>" in text and "<|video_pad|>" not in text
+        pixels, grid = patchify_image(frames[0], max_pixels=enc.config.max_image_pixels)
+        torch.testing.assert_close(captured["pixel_values"], pixels)
+        assert captured["image_grid_thw"].tolist() == grid.tolist()
+        captured.clear()
+        video_context = enc.encode(tok, frames, "snowy forest")
+        assert "pixel_values_videos" in captured and "pixel_values" not in captured
+    finally:
+        handle.remove()
+    assert image_context.shape == (1, enc.config.num_image_queries, 16)
+    assert video_context.shape == (1, enc.config.num_video_queries, 16)
+    assert enc.config.num_image_queries != enc.config.num_video_queries
+    # a single frame with a reference image stays on the reference (video) path
+    ref = make_pair(3, num_frames=1, height=40, width=90).source[0]
+    with_ref = enc.encode(tok, frames[:1], "use the reference", ref_image=ref)
+    assert with_ref.shape[1] > enc.config.num_ref_queries
+
+
+def test_reference_budget_defaults_to_768_tokens() -> None:
+    from sparkle_video.commands.model import add_commands
+    from sparkle_video.convert import convert_checkpoint
+    from sparkle_video.models import SparkleMLLMEncoder, full_size_components
+
+    assert full_size_components("meta")["mllm_encoder"].config.max_ref_pixels == 768 * 28 * 28
+    assert (
+        inspect.signature(SparkleMLLMEncoder.__init__).parameters["max_ref_pixels"].default == 768 * 28 * 28
+    )
+    assert inspect.signature(convert_checkpoint).parameters["max_ref_tokens"].default == 768
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "convert-checkpoint",
+            "--ckpt",
+            "c",
+            "--base-transformer",
+            "t",
+            "--base-vae",
+            "v",
+            "--mllm",
+            "m",
+            "--out",
+            "o",
+        ]
+    )
+    assert args.max_ref_tokens == 768

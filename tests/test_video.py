@@ -43,7 +43,14 @@ def test_metadata_without_decoding(mp4: Path) -> None:
     r = VideoReader(mp4)
     assert r.opens == 0
     m = r.metadata
-    assert (m.num_frames, m.width, m.height, m.fps, m.codec, m.pix_fmt) == (17, 96, 64, 16.0, "h264", "yuv420p")
+    assert (m.num_frames, m.width, m.height, m.fps, m.codec, m.pix_fmt) == (
+        17,
+        96,
+        64,
+        16.0,
+        "h264",
+        "yuv420p",
+    )
     assert m.duration == pytest.approx(17 / 16, abs=0.07)
     assert r.frames_decoded == 0 and len(r) == 17
 
@@ -58,6 +65,14 @@ def test_frames_exact_against_pyav_in_requested_order(mp4: Path) -> None:
     r2 = VideoReader(mp4)
     r2.get_frames([2, 1])
     assert r2.frames_decoded == 3  # stops at the largest index
+
+
+def test_distinct_unsorted_indices_keep_the_order_asked(mp4: Path) -> None:
+    one_by_one = np.stack([VideoReader(mp4).get_frame(i) for i in (3, 0, 2)])
+    got = VideoReader(mp4).get_frames([3, 0, 2])
+    assert got.shape == (3, 64, 96, 3)
+    np.testing.assert_array_equal(got, one_by_one)
+    assert not np.array_equal(got[0], got[1])  # the frames differ, so a wrong order shows
 
 
 def test_resize_matches_pyav_reformat(mp4: Path) -> None:

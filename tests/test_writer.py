@@ -21,8 +21,23 @@ from sparkle_video.writer import SampleRecord, pack_shards, plan_parts, write_sp
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[SampleRecord]]:
-    records = make_demo_records(num_per_theme=2, themes=("location", "openve3m"), num_frames=9, height=64, width=96)
-    records[0].scores = {"edited_video_score": {"prompt": "p", "frame_indices": [1, 2], "editscore": [{"O_score": 9}, {"O_score": 8}]}}
+    records = make_demo_records(
+        num_per_theme=2, themes=("location", "openve3m"), num_frames=9, height=64, width=96
+    )
+    records[0].scores = {
+        "edited_video_score": {
+            "prompt": "p",
+            "frame_indices": [1, 2],
+            "editscore": [{"O_score": 9}, {"O_score": 8}],
+        }
+    }
+    records[1].scores = {
+        "edited_video_score": {
+            "prompt": "p",
+            "frame_indices": [1, 2],
+            "editscore": [{"O_score": 9}, {"O_score": 7.9}],
+        }
+    }
     root = tmp_path_factory.mktemp("written")
     write_sparkle(records, root, overwrite=True, progress=False)
     return root, records
@@ -35,7 +50,9 @@ def test_layout_files_and_contents(written) -> None:
     assert list(rows[0]) == ["prompt", "src_video", "tgt_video", "task"]
     assert [r["task"] for r in rows] == ["Sparkle_location_000000", "Sparkle_location_000001"]
     assert rows[0]["src_video"] == "location/source_video/Sparkle_location_000000.mp4"
-    metas = [json.loads(line) for line in (root / "prompts/openve3m_train_metadata.jsonl").read_text().splitlines()]
+    metas = [
+        json.loads(line) for line in (root / "prompts/openve3m_train_metadata.jsonl").read_text().splitlines()
+    ]
     assert metas[0]["metadata"]["edit_type"] == "openve3m_background_change"
     assert "chosen_keyword" not in metas[0]["metadata"]
     loc = json.loads((root / "prompts/location_train_metadata.jsonl").read_text().splitlines()[1])
@@ -62,11 +79,19 @@ def test_round_trip_through_loader(written) -> None:
     assert canny.shape == (64, 96, 3)
     assert ((canny[..., 0] > 127) == (records[0].canny[0, ..., 0] > 127)).mean() > 0.97  # edges survive H.264
     assert set(arts.available(records[0].id)) >= {
-        "source_frame0", "edited_frame0", "edited_frame0_foreground_removed", "edited_background_video",
-        "source_video_mask", "edited_video_canny", "foreground_grounding_r1", "foreground_grounding_r2",
+        "source_frame0",
+        "edited_frame0",
+        "edited_frame0_foreground_removed",
+        "edited_background_video",
+        "source_video_mask",
+        "edited_video_canny",
+        "foreground_grounding_r1",
+        "foreground_grounding_r2",
         "edited_video_score",
     }
-    np.testing.assert_array_equal(np.asarray(arts.get(records[1].id, "edited_frame0")), records[1].edited[0])  # PNG
+    np.testing.assert_array_equal(
+        np.asarray(arts.get(records[1].id, "edited_frame0")), records[1].edited[0]
+    )  # PNG
     assert arts.get(records[1].id, "foreground_grounding_r2") == records[1].grounding_r2
     assert len(load_sparkle(root, min_scores={"edited_video_score": 8.5}, themes="location")) == 1
 
@@ -111,10 +136,21 @@ def test_plan_parts_and_bad_pack_requests(written, tmp_path: Path) -> None:
 def test_bench_layout(tmp_path: Path) -> None:
     pair = make_pair(3, num_frames=9, height=64, width=96)
     recs = [
-        SampleRecord(id="Sparkle_time_010001", theme="time", prompt="p1", source=pair.source,
-                     chosen_keyword="dusk: harbour at sunset", ref_image=pair.background[0]),
-        SampleRecord(id="Sparkle_time_010002", theme="time", prompt="p2", source=pair.source,
-                     chosen_keyword="night: neon street"),
+        SampleRecord(
+            id="Sparkle_time_010001",
+            theme="time",
+            prompt="p1",
+            source=pair.source,
+            chosen_keyword="dusk: harbour at sunset",
+            ref_image=pair.background[0],
+        ),
+        SampleRecord(
+            id="Sparkle_time_010002",
+            theme="time",
+            prompt="p2",
+            source=pair.source,
+            chosen_keyword="night: neon street",
+        ),
     ]
     write_sparkle_bench(recs, tmp_path, progress=False)
     assert (tmp_path / "time_bench.csv").read_text().splitlines()[0] == "edited_type,prompt,original_video"
@@ -132,7 +168,9 @@ def test_bad_records(tmp_path: Path) -> None:
     rec = SampleRecord(id="Sparkle_location_000001", theme="location", prompt="p", source=pair.source)
     with pytest.raises(SparkleDataError, match="need an edited video"):
         write_sparkle([rec], tmp_path / "x", progress=False)
-    dup = SampleRecord(id="Sparkle_location_000001", theme="location", prompt="p", source=pair.source, edited=pair.edited)
+    dup = SampleRecord(
+        id="Sparkle_location_000001", theme="location", prompt="p", source=pair.source, edited=pair.edited
+    )
     with pytest.raises(SparkleDataError, match="duplicate"):
         write_sparkle([dup, dup], tmp_path / "y", progress=False)
     write_sparkle([dup], tmp_path / "z", progress=False)
@@ -141,12 +179,19 @@ def test_bad_records(tmp_path: Path) -> None:
     with pytest.raises(SparkleDataError, match="does not belong to theme"):
         SampleRecord(id="Sparkle_location_000001", theme="../time", prompt="p", source=pair.source)
     with pytest.raises(SparkleDataError, match="subtheme: scene"):
-        SampleRecord(id="Sparkle_time_000001", theme="time", prompt="p", source=pair.source, chosen_keyword="dusk")
+        SampleRecord(
+            id="Sparkle_time_000001", theme="time", prompt="p", source=pair.source, chosen_keyword="dusk"
+        )
     no_keyword = SampleRecord(id="Sparkle_time_000001", theme="time", prompt="p", source=pair.source)
     with pytest.raises(SparkleDataError, match="chosen_keyword"):
         write_sparkle_bench([no_keyword], tmp_path / "b", progress=False)
-    openve = SampleRecord(id="Sparkle_openve3m_000001", theme="openve3m", prompt="p", source=pair.source,
-                          chosen_keyword="misc: field")
+    openve = SampleRecord(
+        id="Sparkle_openve3m_000001",
+        theme="openve3m",
+        prompt="p",
+        source=pair.source,
+        chosen_keyword="misc: field",
+    )
     assert openve.edit_type == "openve3m_background_change" and "chosen_keyword" not in openve.metadata()
     with pytest.raises(SparkleDataError, match="themes"):
         write_sparkle_bench([openve], tmp_path / "c", progress=False)
@@ -154,8 +199,14 @@ def test_bad_records(tmp_path: Path) -> None:
 
 def test_write_to_fsspec_url() -> None:
     pair = make_pair(1, num_frames=5, height=32, width=48)
-    rec = SampleRecord(id="Sparkle_season_000004", theme="season", prompt="p", source=pair.source,
-                       edited=pair.edited, chosen_keyword="winter: snow")
+    rec = SampleRecord(
+        id="Sparkle_season_000004",
+        theme="season",
+        prompt="p",
+        source=pair.source,
+        edited=pair.edited,
+        chosen_keyword="winter: snow",
+    )
     write_sparkle([rec], "memory://written-season", progress=False)
     ds = load_sparkle("memory://written-season")
     assert ds[0]["edited_video"].get_frames([0]).shape == (1, 32, 48, 3)
@@ -169,13 +220,99 @@ def test_encoded_inputs_are_copied_byte_for_byte(tmp_path: Path) -> None:
     write_video(pair.edited, edited_bytes, fps=16)
     png = tmp_path / "ref.png"
     Image.fromarray(pair.background[0]).save(png)
-    rec = SampleRecord(id="Sparkle_style_000002", theme="style", prompt="p", source=src_file,
-                       edited=edited_bytes.getvalue(), chosen_keyword="art: watercolour village",
-                       source_frame0=Image.fromarray(pair.source[0]), ref_image=png)
+    rec = SampleRecord(
+        id="Sparkle_style_000002",
+        theme="style",
+        prompt="p",
+        source=src_file,
+        edited=edited_bytes.getvalue(),
+        chosen_keyword="art: watercolour village",
+        source_frame0=Image.fromarray(pair.source[0]),
+        ref_image=png,
+    )
     write_sparkle([rec], tmp_path / "train", progress=False)
-    assert (tmp_path / "train/style/source_video/Sparkle_style_000002.mp4").read_bytes() == src_file.read_bytes()
-    assert (tmp_path / "train/style/edited_video/Sparkle_style_000002.mp4").read_bytes() == edited_bytes.getvalue()
+    assert (
+        tmp_path / "train/style/source_video/Sparkle_style_000002.mp4"
+    ).read_bytes() == src_file.read_bytes()
+    assert (
+        tmp_path / "train/style/edited_video/Sparkle_style_000002.mp4"
+    ).read_bytes() == edited_bytes.getvalue()
     frame0 = Image.open(tmp_path / "train/intermediate_data/style/source_frame0/Sparkle_style_000002.png")
     np.testing.assert_array_equal(np.asarray(frame0), pair.source[0])
     write_sparkle_bench([rec], tmp_path / "bench", progress=False)
     assert (tmp_path / "bench/ref_images/style/Sparkle_style_000002.png").read_bytes() == png.read_bytes()
+
+
+# -- packing validates what it writes --------------------------------------------------------------
+@pytest.fixture
+def damaged(written, tmp_path: Path) -> Path:
+    """A copy of the written folder with a truncated source video and a non-video edited one."""
+    import shutil
+
+    root, _ = written
+    copy = tmp_path / "damaged"
+    shutil.copytree(root, copy)
+    src = copy / "location/source_video/Sparkle_location_000001.mp4"
+    src.write_bytes(src.read_bytes()[:300])
+    (copy / "openve3m/edited_video/Sparkle_openve3m_000000.mp4").write_bytes(b"<html>not a video</html>" * 20)
+    return copy
+
+
+def test_pack_refuses_damaged_videos_by_default(damaged: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    with pytest.raises(SparkleDataError, match="Sparkle_location_000001") as e:
+        pack_shards(damaged, out, progress=False)
+    assert "Sparkle_location_000001.mp4" in str(e.value)
+    assert not list(out.glob("*.tar"))  # checked before anything is written
+
+
+def test_pack_skip_leaves_out_and_names_bad_samples(damaged: Path, tmp_path: Path) -> None:
+    from sparkle_video import SkipReport
+
+    out = tmp_path / "shards"
+    report = SkipReport()
+    pack_shards(damaged, out, include_intermediates=True, errors="skip", skip_report=report, progress=False)
+    assert sorted(report.ids) == ["Sparkle_location_000001", "Sparkle_openve3m_000000"]
+    with tarfile.open(out / "location_source_video_part00.tar") as tf:
+        assert tf.getnames() == ["location/source_video/Sparkle_location_000000.mp4"]
+    # the copied prompt files list exactly what the shards hold, so the shards load with errors="raise"
+    ds = load_sparkle(out)
+    assert sorted(ds["id"]) == ["Sparkle_location_000000", "Sparkle_openve3m_000001"]
+    scores = (out / "intermediate_data/location/edited_video_score.jsonl").read_text()
+    assert "Sparkle_location_000001" not in scores and "Sparkle_location_000000" in scores
+
+
+def test_pack_missing_edited_video_is_an_error(written, tmp_path: Path) -> None:
+    import shutil
+
+    root, _ = written
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "openve3m/edited_video/Sparkle_openve3m_000001.mp4").unlink()
+    with pytest.raises(SparkleDataError, match="missing") as e:
+        pack_shards(copy, tmp_path / "out", themes=["openve3m"], progress=False)
+    assert "Sparkle_openve3m_000001" in str(e.value)
+
+
+def test_pack_checks_jsonl_rows(written, tmp_path: Path) -> None:
+    import shutil
+
+    root, _ = written
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    meta = copy / "prompts/location_train_metadata.jsonl"
+    meta.write_text(meta.read_text() + '{"id": "Sparkle_location_000000", "broken\n')
+    with pytest.raises(SparkleDataError, match="broken JSONL line 3"):
+        pack_shards(copy, tmp_path / "out", themes=["location"], progress=False)
+
+
+def test_pack_removes_parts_of_an_earlier_larger_run(written, tmp_path: Path) -> None:
+    root, _ = written
+    out = tmp_path / "shards"
+    many = pack_shards(root, out, max_shard_bytes=1, include_intermediates=True, progress=False)
+    assert "location_source_video_part01.tar" in many
+    few = pack_shards(root, out, include_intermediates=True, progress=False)
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tar"))
+    assert on_disk == sorted(p for p in few if p.endswith(".tar"))
+    assert not (out / "location_source_video_part01.tar").exists()
+    assert len(load_sparkle(out)) == 4

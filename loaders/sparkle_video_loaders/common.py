@@ -17,6 +17,7 @@ FILE_REF = {
     "offset": datasets.Value("int64"),
     "size": datasets.Value("int64"),
     "bytes": datasets.Value("binary"),
+    "member": datasets.Value("string"),  # the tar member (repo-relative path) when ``path`` is a shard
 }
 TEXT_FIELDS = ("id", "theme", "prompt", "subtheme", "scene", "original_scene")
 
@@ -35,6 +36,8 @@ class SourceConfig(datasets.BuilderConfig):
     storage_options: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     streaming: bool = False
+    #: folder where skips made while generating are appended (read back by the caller's ``SkipReport``)
+    skip_spool: str | None = None
 
 
 class SourceBuilderMixin:
@@ -58,7 +61,10 @@ class SourceBuilderMixin:
         return [datasets.SplitGenerator(name=self.split_name, gen_kwargs={"units": units})]
 
     def _generate_examples(self, units: list) -> Any:
-        report = getattr(self, "skip_report", None)
-        if report is None:
-            report = self.skip_report = SkipReport()
+        if self.config.skip_spool:  # streaming: this may run in a DataLoader worker; skips go to the spool
+            report = SkipReport.spooled(self.config.skip_spool)
+        else:
+            report = getattr(self, "skip_report", None)
+            if report is None:
+                report = self.skip_report = SkipReport()
         yield from generate_examples(self._root(), units, self._options(), report)

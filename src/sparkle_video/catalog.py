@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SkipReport, SparkleDataError, check_error_mode, handle
+from .hub import iter_remote_tar
 from .layout import (
     BENCH_THEMES,
     SCORE_FILES,
@@ -27,7 +29,7 @@ from .layout import (
     train_metadata_path,
 )
 from .records import SampleEntry, join_bench, join_train, read_jsonl, stage_score
-from .shards import TarMember, index_tar, iter_tar
+from .shards import TarMember, iter_tar, scan_tar
 from .sources import DataRoot
 
 logger = logging.getLogger("sparkle_video")
@@ -39,7 +41,8 @@ FOLDER_UNIT_ROWS = 64
 
 
 def empty_ref() -> dict[str, Any]:
-    return {"path": None, "offset": 0, "size": -1, "bytes": None}
+    """A file reference: ``path`` (and a byte range in it) or ``bytes``; ``member`` names a tar member."""
+    return {"path": None, "offset": 0, "size": -1, "bytes": None, "member": None}
 
 
 @dataclass
@@ -148,11 +151,32 @@ def filter_entries(root: DataRoot, theme: str, entries: list[SampleEntry], optio
     return kept
 
 
+def check_selection(root: DataRoot, entries: Sequence[SampleEntry], options: LoadOptions) -> None:
+    """``ids``/``subthemes`` values that match nothing: all of them raise, some of them warn (named)."""
+    for name, wanted, present in (
+        ("ids", options.ids, {e.id for e in entries}),
+        ("subthemes", options.subthemes, {e.subtheme for e in entries}),
+    ):
+        if wanted is None:
+            continue
+        unknown = [v for v in dict.fromkeys(wanted) if v not in present]
+        if unknown and len(unknown) == len(set(wanted)):
+            raise SparkleDataError(f"{name}={unknown} match no sample of the selected themes", path=root.url)
+        if unknown:
+            warnings.warn(f"{name} {unknown} match no sample of the selected themes ({root.url})", stacklevel=2)
+
+
 def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: SkipReport) -> list[Unit]:
     """Read the CSV/JSONL index of each theme, apply filters, and cut the work into units."""
     units: list[Unit] = []
-    for theme in select_themes(root, options):
-        entries = filter_entries(root, theme, read_entries(root, theme, options, report), options)
+    indexed = [(theme, read_entries(root, theme, options, report)) for theme in select_themes(root, options)]
+    check_selection(root, [e for _, entries in indexed for e in entries], options)
+    selected = [(theme, filter_entries(root, theme, entries, options)) for theme, entries in indexed]
+    if not any(entries for _, entries in selected):
+        chosen = {k: v for k, v in vars(options).items() if k in ("ids", "subthemes", "min_scores") and v}
+        why = f"the selection {chosen} leaves no sample" if chosen else "no sample is left to load"
+        raise SparkleDataError(f"{why} ({len(report)} skipped)", path=root.url)
+    for theme, entries in selected:
         src_shards = [] if options.bench else root.shards(theme, "source")
         edt_shards = [] if options.bench else root.shards(theme, "edited")
         use_shards = bool(src_shards or edt_shards) if options.layout == "auto" else options.layout == "shards"
@@ -203,16 +227,8 @@ def _reader_for(ref: dict, storage_options: dict, label: str) -> Any:
 
 def _listing(root: DataRoot, folder: str, cache: dict[str, dict[str, int]]) -> dict[str, int]:
     """``name -> size`` for a folder, listed once (one request per folder, also remotely)."""
-    if folder not in cache:
-        try:
-            entries = root.fs.ls(root.full(folder), detail=True)
-        except (FileNotFoundError, NotADirectoryError):
-            entries = []
-        cache[folder] = {
-            posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0)
-            for e in entries
-            if e.get("type") != "directory"
-        }
+    if folder not in cache:  # remote failures raise SparkleHubError (an outage is not a missing file)
+        cache[folder] = root.list_sizes(folder)
     return cache[folder]
 
 
@@ -244,19 +260,38 @@ def _gen_folder(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipRe
         yield entry.id, _row(entry, options.bench, src, other)
 
 
-def _index_shards(root: DataRoot, shards: Sequence[str]) -> dict[str, tuple[str, TarMember]]:
+def _index_shards(
+    root: DataRoot, shards: Sequence[str], options: LoadOptions, report: SkipReport, damaged: dict[str, str]
+) -> dict[str, tuple[str, TarMember]]:
+    """Index every shard; a damaged one raises, or under ``errors="skip"`` keeps its intact members.
+
+    Each damaged shard is reported by name and noted in ``damaged`` (shard -> reason), so that the
+    samples it should have held are then reported by id with the cause.
+    """
     found: dict[str, tuple[str, TarMember]] = {}
     # remotely, small blocks: the scan seeks from header to header and needs only 512 bytes at each
     kwargs = {} if root.is_local else {"block_size": 1 << 16}
     for shard in shards:
         with root.open(shard, "rb", **kwargs) as f:
-            for name, member in index_tar(f, root.uri(shard)).items():
-                found[name] = (shard, member)
+            members, damage = scan_tar(f, root.uri(shard))
+        if damage is not None:
+            handle(damage, options.errors, report, key=f"shard {root.uri(shard)}")
+            damaged[shard] = damage.reason
+        for name, member in members.items():
+            found[name] = (shard, member)
     return found
 
 
+def _missing_reason(rel: str, shards: Sequence[str], damaged: dict[str, str]) -> str:
+    bad = [f"{s} is damaged: {damaged[s]}" for s in shards if s in damaged]
+    if bad:
+        return f"video {rel} is in no intact shard ({'; '.join(bad)})"
+    return f"video {rel} is in no shard ({', '.join(shards)})"
+
+
 def _gen_tar_index(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport) -> Iterator[tuple[str, dict]]:
-    members = _index_shards(root, unit.source_shards + unit.edited_shards)
+    damaged: dict[str, str] = {}
+    members = _index_shards(root, unit.source_shards + unit.edited_shards, options, report, damaged)
     for entry in unit.entries:
         try:
             refs = []
@@ -264,10 +299,10 @@ def _gen_tar_index(root: DataRoot, unit: Unit, options: LoadOptions, report: Ski
                 assert rel is not None
                 if rel not in members:
                     shards = unit.source_shards if rel == entry.source_path else unit.edited_shards
-                    raise SparkleDataError(f"video {rel} is in no shard ({', '.join(shards)})", path=root.url, sample_id=entry.id)
+                    raise SparkleDataError(_missing_reason(rel, shards, damaged), path=root.url, sample_id=entry.id)
                 shard, member = members[rel]
                 ref = empty_ref()
-                ref.update(path=root.uri(shard), offset=member.offset, size=member.size)
+                ref.update(path=root.uri(shard), offset=member.offset, size=member.size, member=rel)
                 _verify(ref, root, f"{root.uri(shard)}::{rel}", entry.id, options.verify)
                 refs.append(ref)
         except SparkleDataError as err:
@@ -276,11 +311,30 @@ def _gen_tar_index(root: DataRoot, unit: Unit, options: LoadOptions, report: Ski
         yield entry.id, _row(entry, False, refs[0], refs[1])
 
 
-def _stream_members(root: DataRoot, shards: Sequence[str], wanted: set[str]) -> Iterator[tuple[str, bytes, str]]:
+def _stream_members(
+    root: DataRoot,
+    shards: Sequence[str],
+    wanted: set[str],
+    options: LoadOptions,
+    report: SkipReport,
+    damaged: dict[str, str],
+) -> Iterator[tuple[str, bytes, str]]:
+    """Members of each shard in stream order; a damaged shard raises, or under skip ends early (noted)."""
     for shard in shards:
-        with root.open(shard, "rb", block_size=8 << 20) as f:
-            for name, data in iter_tar(f, root.uri(shard), wanted):
-                yield name, data, shard
+        # remotely: no read-ahead, unwanted members are seeked over (see ``hub.iter_remote_tar``)
+        with root.open(shard, "rb", **({} if root.is_local else {"cache_type": "none"})) as f:
+            try:
+                size = root.remote(shard, lambda full=root.full(shard): root.fs.size(full))
+                members = (
+                    iter_tar(f, root.uri(shard), wanted, size)
+                    if root.is_local
+                    else iter_remote_tar(f, size, root.uri(shard), wanted)
+                )
+                for name, data in members:
+                    yield name, data, shard
+            except SparkleDataError as damage:
+                handle(damage, options.errors, report, key=f"shard {root.uri(shard)}")
+                damaged[shard] = damage.reason
 
 
 def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport) -> Iterator[tuple[str, dict]]:
@@ -294,8 +348,13 @@ def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: Sk
         by_path[entry.source_path] = entry
         assert entry.edited_path is not None
         by_path[entry.edited_path] = entry
-    src_iter = _stream_members(root, unit.source_shards, {e.source_path for e in unit.entries})
-    edt_iter = _stream_members(root, unit.edited_shards, {e.edited_path for e in unit.entries if e.edited_path})
+    damaged: dict[str, str] = {}
+    src_iter = _stream_members(
+        root, unit.source_shards, {e.source_path for e in unit.entries}, options, report, damaged
+    )
+    edt_iter = _stream_members(
+        root, unit.edited_shards, {e.edited_path for e in unit.entries if e.edited_path}, options, report, damaged
+    )
     pending: dict[str, dict[str, tuple[bytes, str]]] = {"src": {}, "edt": {}}
     done = {"src": False, "edt": False}
     emitted: set[str] = set()
@@ -322,7 +381,7 @@ def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: Sk
             for which, rel in (("src", entry.source_path), ("edt", entry.edited_path)):
                 data, shard = pair[which]
                 ref = empty_ref()
-                ref.update(bytes=data, size=len(data))
+                ref.update(bytes=data, size=len(data), path=root.uri(shard), member=rel)
                 _verify(ref, root, f"{root.uri(shard)}::{rel}", entry.id, options.verify)
                 refs.append(ref)
         except SparkleDataError as err:
@@ -348,8 +407,10 @@ def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: Sk
             if entry.id not in pending[key]
         ]
         shards = unit.source_shards if "source" in missing else unit.edited_shards
+        bad = [f"{s} is damaged: {damaged[s]}" for s in shards if s in damaged]
+        where = "; ".join(bad) if bad else ", ".join(shards)
         err = SparkleDataError(
-            f"{' and '.join(missing)} video not found in shards ({', '.join(shards)})", path=root.url, sample_id=entry.id
+            f"{' and '.join(missing)} video not found in shards ({where})", path=root.url, sample_id=entry.id
         )
         handle(err, options.errors, report, key=entry.id)
 

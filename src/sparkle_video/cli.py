@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # one line per HTTP request is noise unless asked for
-        for noisy in ("httpx", "httpcore", "huggingface_hub", "urllib3", "filelock", "fsspec"):
+        for noisy in ("httpx", "httpx2", "httpcore", "huggingface_hub", "urllib3", "filelock", "fsspec"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -1,8 +1,10 @@
 """Convert a Kiwi-Edit / Kiwi-Sparkle training checkpoint into a ``SparkleEditPipeline`` folder.
 
-A training checkpoint holds LoRA factors for the DiT (and possibly the MLLM), the learnable queries,
-the connectors and the condition embedders, under DiffSynth-style names (``blocks.{i}.self_attn.q``,
-``mllm.connetor.0``, ``vae_condition.patch_embedding``, optionally prefixed ``pipe.`` / ``dit.``).
+A training checkpoint holds the trained parts under DiffSynth-style names (``blocks.{i}.self_attn.q``,
+``mllm.connetor.0``, ``vae_condition.patch_embedding``, optionally prefixed ``pipe.`` / ``dit.``): in the
+Wan2.2-5B recipe behind Kiwi-Sparkle, the full DiT, LoRA factors on the Qwen language model's attention
+projections, the learnable queries, the connectors and the condition embedders; other recipes may hold
+DiT LoRA factors instead. Full tensors replace the base ones, LoRA factors are merged.
 Every key is either mapped onto the stock diffusers / transformers modules or reported; unknown keys
 and missing required parts fail loudly with their names.
 """
@@ -57,7 +59,12 @@ _ENCODER_MAP = {
     "mllm.video_queries.q": "video_queries",
     "mllm.ref_queries.q": "ref_queries",
 }
-REQUIRED = ("video_queries", "connector.0.weight", "connector.2.weight", "source_embedder.patch_embedding.weight")
+REQUIRED = (
+    "video_queries",
+    "connector.0.weight",
+    "connector.2.weight",
+    "source_embedder.patch_embedding.weight",
+)
 
 
 class CheckpointError(ValueError):
@@ -188,7 +195,9 @@ def apply_checkpoint(
     def merge(sd: dict, name: str, pair: dict[str, str]) -> bool:
         delta = _delta(ckpt, pair, lora_alpha)
         if delta.numel() != sd[name].numel():
-            mismatched.append(f"{pair['B']}: LoRA product {tuple(delta.shape)} vs {name} {tuple(sd[name].shape)}")
+            mismatched.append(
+                f"{pair['B']}: LoRA product {tuple(delta.shape)} vs {name} {tuple(sd[name].shape)}"
+            )
             return False
         return put(sd, name, sd[name].float() + delta.reshape(sd[name].shape), pair["B"])
 
@@ -217,7 +226,9 @@ def apply_checkpoint(
         elif k.startswith(("vae_condition.", "ref_vae_condition.")):
             which = "source_embedder" if k.startswith("vae_condition.") else "ref_embedder"
             if which not in targets:
-                raise CheckpointError(f"{key}: the checkpoint has a reference embedder but the pipeline has none")
+                raise CheckpointError(
+                    f"{key}: the checkpoint has a reference embedder but the pipeline has none"
+                )
             if put(targets[which], k.split(".", 1)[1], value, key):
                 report.embedder_weights.append(f"{which}.{k.split('.', 1)[1]}")
         elif (d := dit_name(k)) is not None:
@@ -258,7 +269,7 @@ def convert_checkpoint(
     lora_alpha: float = 1.0,
     torch_dtype: torch.dtype | None = None,
     ref_pad_first: bool = False,
-    max_ref_tokens: int = 512,
+    max_ref_tokens: int = 768,
 ) -> tuple[Any, ConversionReport]:
     """Build a ``SparkleEditPipeline`` from a training checkpoint and base models; optionally save it.
 
@@ -276,13 +287,21 @@ def convert_checkpoint(
     from .pipelines import SparkleEditPipeline
 
     state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
-    transformer = base_transformer if isinstance(base_transformer, torch.nn.Module) else (
-        load_component(WanTransformer3DModel, base_transformer, "transformer")
+    transformer = (
+        base_transformer
+        if isinstance(base_transformer, torch.nn.Module)
+        else (load_component(WanTransformer3DModel, base_transformer, "transformer"))
     )
-    vae = base_vae if isinstance(base_vae, torch.nn.Module) else (
-        load_component(AutoencoderKLWan, base_vae, "vae")
+    vae = (
+        base_vae
+        if isinstance(base_vae, torch.nn.Module)
+        else (load_component(AutoencoderKLWan, base_vae, "vae"))
     )
-    qwen = mllm if isinstance(mllm, torch.nn.Module) else Qwen2_5_VLForConditionalGeneration.from_pretrained(mllm)
+    qwen = (
+        mllm
+        if isinstance(mllm, torch.nn.Module)
+        else Qwen2_5_VLForConditionalGeneration.from_pretrained(mllm)
+    )
     if tokenizer is None:
         if isinstance(mllm, torch.nn.Module):
             raise ValueError("pass the tokenizer when mllm is an already-loaded model")
@@ -305,12 +324,18 @@ def convert_checkpoint(
     has_ref = any(normalize_key(k).startswith("ref_vae_condition.") for k in state)
     ref_embedder = (
         SparkleConditionEmbedder(in_channels=z, dim=dim, patch_size=patch, ref_pad_first=ref_pad_first)
-        if has_ref else None
+        if has_ref
+        else None
     )
     report = apply_checkpoint(state, transformer, encoder, source_embedder, ref_embedder, lora_alpha)
     pipe = SparkleEditPipeline(
-        transformer=transformer, vae=vae, scheduler=make_scheduler(), mllm_encoder=encoder,
-        tokenizer=tokenizer, source_embedder=source_embedder, ref_embedder=ref_embedder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=make_scheduler(),
+        mllm_encoder=encoder,
+        tokenizer=tokenizer,
+        source_embedder=source_embedder,
+        ref_embedder=ref_embedder,
     )
     if torch_dtype is not None:
         pipe.to(torch_dtype)

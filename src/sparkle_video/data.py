@@ -7,21 +7,25 @@ into ``VideoReader``s (and PIL images for reference images) only when the row is
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import numpy as np
 
 from .catalog import LoadOptions
-from .errors import SkipReport, SparkleDataError
-from .layout import BENCH_THEMES, SPARKLE_BENCH_REPO, SPARKLE_REPO, THEMES
-from .sources import DataRoot, hub_download, hub_list_files, hub_stream_url, looks_like_repo_id, open_root
-from .video import VideoReader, frames_to_tensor, uniform_indices
+from .errors import SkipReport, SparkleDataError, SparkleHubError
+from .layout import SPARKLE_BENCH_REPO, SPARKLE_REPO
+from .sources import DataRoot, looks_like_repo_id, open_root
+from .video import VideoReader, uniform_indices
 
 logger = logging.getLogger("sparkle_video")
 
@@ -33,13 +37,16 @@ def ref_to_video(ref: dict | None, storage_options: dict | None = None) -> Video
     """A file reference row field -> a lazy ``VideoReader`` (nothing is opened yet)."""
     if ref is None or (ref.get("bytes") is None and not ref.get("path")):
         return None
+    member = ref.get("member")
+    name = f"{ref.get('path')}::{member}" if member else ref.get("path")  # a tar member names itself (and its id)
     if ref.get("bytes") is not None:
-        return VideoReader(ref["bytes"], name=ref.get("path") or "<stream>")
+        return VideoReader(ref["bytes"], name=name or "<stream>")
     size = ref.get("size", -1)
     return VideoReader(
         ref["path"],
         offset=ref.get("offset") or 0,
         size=None if size is None or size < 0 else size,
+        name=name,
         storage_options=storage_options,
     )
 
@@ -123,27 +130,55 @@ def resolve_source(
     token: str | bool | None = None,
     cache_dir: str | None = None,
     storage_options: dict | None = None,
+    options: LoadOptions | None = None,
+    limit: int | None = None,
 ) -> DataRoot:
-    """Turn ``source`` into a ``DataRoot``: download only what is needed from a Hub repo, or stream it."""
+    """Turn ``source`` into a ``DataRoot``: download only what is needed from a Hub repo, or stream it.
+
+    A repo id is pinned to one commit first. Without streaming, the prompt files are fetched, the
+    selection (themes, ``options.ids``/``subthemes``/``min_scores``, ``limit``) is computed from them and
+    only its videos or shards are downloaded; when ``limit`` narrowed it, ``root.selected_ids`` says
+    which ids. Streaming reads ``hf://datasets/{repo}@{commit}``. Offline, or with the Hub unreachable,
+    both use the local cache.
+    """
     src = os.fspath(source) if source is not None else (SPARKLE_BENCH_REPO if bench else SPARKLE_REPO)
     if "://" in src or os.path.isdir(src):
         return open_root(src, storage_options)
     if looks_like_repo_id(src):
-        if streaming:
-            options = dict(storage_options or {})
+        from .hub import prepare_snapshot, resolve_repo, select_ids
+
+        if options is None:
+            options = LoadOptions(bench=bench, themes=tuple(themes) if themes else None, layout=layout)
+        repo = resolve_repo(src, revision, token, cache_dir)
+        if streaming and not repo.offline:
+            stream_options = dict(storage_options or {})
             if token is not None:
-                options.setdefault("token", token)
-            return DataRoot(hub_stream_url(src, revision), options)
-        wanted = list(themes) if themes else list(BENCH_THEMES if bench else THEMES)
-        repo_files = hub_list_files(src, revision=revision, token=token) if not bench and layout == "auto" else []
-        local = hub_download(
-            src, hub_patterns(bench, wanted, repo_files, layout), revision=revision, token=token, cache_dir=cache_dir
-        )
-        return open_root(local)
+                stream_options.setdefault("token", token)
+            root = DataRoot(repo.stream_url, stream_options)
+            if limit is not None:  # so that streaming reads no shard past the last sample wanted
+                root.selected_ids = tuple(select_ids(root, options, limit))
+            return root
+        folder, ids = prepare_snapshot(repo, options, limit)
+        root = open_root(folder)
+        root.selected_ids = tuple(ids) if ids is not None else None
+        return root
     raise SparkleDataError("source is neither an existing folder, a URL, nor a Hub repo id", path=src)
 
 
 # -- the two loaders ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    """Silence ``datasets``' own bars ("Generating train split") when ``enabled`` is False."""
+    was_enabled = datasets.utils.is_progress_bar_enabled()
+    if not enabled and was_enabled:
+        datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not enabled and was_enabled:
+            datasets.utils.enable_progress_bars()
+
+
 def _load(
     builder_cls: type,
     decoder: RowDecoder,
@@ -167,6 +202,7 @@ def _load(
     token: str | bool | None,
     cache_dir: str | None,
     storage_options: dict | None,
+    progress: bool = True,
 ) -> datasets.Dataset | datasets.IterableDataset:
     if isinstance(themes, str):
         themes = [themes]
@@ -194,11 +230,28 @@ def _load(
         token=token,
         cache_dir=cache_dir,
         storage_options=storage_options,
+        options=options,
+        limit=limit,
     )
+    if root.selected_ids is not None:  # a Hub download fetched only the first ``limit`` samples
+        options.ids = root.selected_ids
     decoder.storage_options = dict(root.storage_options)
+    if not bench:
+        from .export import is_hub_export, load_hub_export
+
+        if is_hub_export(root):  # the folder ``export --format hub`` writes: read it back as the same rows
+            with _progress_bars(progress):
+                return load_hub_export(
+                    root, options, streaming=streaming, limit=limit, rank=rank, world_size=world_size
+                )
     option_fields = {k: v for k, v in vars(options).items() if k != "bench"}
     config_name = options.themes[0] if options.themes and len(options.themes) == 1 else "all"
-    with tempfile.TemporaryDirectory(prefix="sparkle-video-") as tmp:
+    spool = None
+    if streaming and skip_report is not None:  # skips made in any process reach the caller's report
+        spool = tempfile.mkdtemp(prefix="sparkle-video-skips-")
+        skip_report.spool_to(spool)
+        weakref.finalize(skip_report, shutil.rmtree, spool, True)
+    with tempfile.TemporaryDirectory(prefix="sparkle-video-") as tmp, _progress_bars(progress):
         builder = builder_cls(
             cache_dir=tmp,
             config_name=config_name,
@@ -206,9 +259,13 @@ def _load(
             storage_options=dict(root.storage_options),
             options=option_fields,
             streaming=streaming,
+            skip_spool=spool,
         )
         if streaming:
             ds = builder.as_streaming_dataset(split=split)
+            planned = getattr(builder, "skip_report", None)  # skips found while reading the CSV/JSONL index
+            if skip_report is not None and planned is not None:
+                skip_report.skipped.extend(planned.skipped)
             if limit is not None:
                 ds = ds.take(limit)
             if rank is not None or world_size is not None:
@@ -222,7 +279,7 @@ def _load(
             builder.download_and_prepare(download_mode="force_redownload", verification_mode="no_checks")
         except datasets.exceptions.DatasetGenerationError as e:
             cause = e.__cause__ or e.__context__
-            if isinstance(cause, SparkleDataError):  # surface our error, not the wrapper
+            if isinstance(cause, (SparkleDataError, SparkleHubError)):  # surface our error, not the wrapper
                 raise cause from None
             raise
         ds = builder.as_dataset(split=split, in_memory=True)
@@ -261,12 +318,14 @@ def load_sparkle(
     token: str | bool | None = None,
     cache_dir: str | None = None,
     storage_options: dict | None = None,
+    progress: bool = True,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load Sparkle training pairs as a ``datasets.Dataset`` (or ``IterableDataset`` when streaming).
 
     Args:
         source: local folder (preview layout or extracted shards), folder or fsspec URL holding the
-            official ``{theme}_{source|edited}_video_partXX.tar`` shards (read without extracting), or a
+            official ``{theme}_{source|edited}_video_partXX.tar`` shards (read without extracting), a
+            folder written by ``export_hub_folder`` (Parquet with embedded mp4s), or a
             Hub repo id (default ``stdKonjac/Sparkle``; only the themes asked for are downloaded, or
             streamed through ``HfFileSystem`` with ``streaming=True``).
         themes: a theme or list of themes (default: every theme present).
@@ -283,6 +342,10 @@ def load_sparkle(
         verify: ``"size"`` (files exist and are not empty), ``"metadata"`` (also open each video
             header: catches truncated and non-video files up front) or ``"none"``. Defaults to
             ``"metadata"`` with ``errors="skip"`` and ``"size"`` otherwise.
+        skip_report: filled with every sample skipped under ``errors="skip"``. When streaming, samples
+            are skipped while iterating, possibly in DataLoader worker processes: the report collects
+            them from every process and is complete once iteration ends.
+        progress: ``False`` silences ``datasets``' "Generating train split" bar.
 
     Rows: ``id, theme, prompt, subtheme, scene, original_scene, source_video, edited_video``; the
     videos are lazy ``VideoReader``s and nothing is decoded before frames are asked for.
@@ -313,6 +376,7 @@ def load_sparkle(
         token=token,
         cache_dir=cache_dir,
         storage_options=storage_options,
+        progress=progress,
     )
 
 
@@ -333,6 +397,7 @@ def load_sparkle_bench(
     token: str | bool | None = None,
     cache_dir: str | None = None,
     storage_options: dict | None = None,
+    progress: bool = True,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load Sparkle-Bench (default repo ``stdKonjac/Sparkle-Bench``) as a ``datasets`` object.
 
@@ -363,38 +428,120 @@ def load_sparkle_bench(
         token=token,
         cache_dir=cache_dir,
         storage_options=storage_options,
+        progress=progress,
     )
 
 
 # -- training collation ---------------------------------------------------------------------------
+RESIZE_POLICIES = ("crop", "stretch", "pad")
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """How one clip reaches ``(height, width)``: decode at ``decode_size`` then crop or pad at ``top, left``.
+
+    ``crop``: ``top, left`` is the window cut out of the decoded frame; ``pad``: where the decoded frame
+    goes inside the (black) target; ``stretch``: decoded at the target size, nothing else.
+    """
+
+    decode_size: tuple[int, int]
+    top: int = 0
+    left: int = 0
+    policy: str = "stretch"
+
+
+def fit_plan(height: int, width: int, target: tuple[int, int], policy: str = "crop") -> FitPlan:
+    """Plan to bring a ``height x width`` clip to ``target`` without distortion (``crop``/``pad``) or with it.
+
+    ``crop`` uses the model's centred cover-crop geometry (the released inference code's ``int`` of the
+    scaled side and floor-halved margins: 1280x720 -> 832x480 keeps columns 16..1263), applied while
+    decoding: the frame is resized so that the crop window lands on the target (to within a pixel: the
+    overhang is kept even, as odd sizes convert much slower), then cut.
+    """
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {policy!r}")
+    th, tw = int(target[0]), int(target[1])
+    if (height, width) == (th, tw) or policy == "stretch":
+        return FitPlan((th, tw))
+    if policy == "pad":
+        scale = min(th / height, tw / width)
+        dh, dw = min(th, max(1, round(height * scale))), min(tw, max(1, round(width * scale)))
+        return FitPlan((dh, dw), (th - dh) // 2, (tw - dw) // 2, "pad")
+    if height / width < th / tw:  # wider than the target: columns are cut
+        crop_h, crop_w = height, int(height / th * tw)
+        top, left = 0, (width - crop_w) // 2
+    else:
+        crop_h, crop_w = int(width / tw * th), width
+        top, left = (height - crop_h) // 2, 0
+    sy, sx = th / crop_h, tw / crop_w
+    dh, dw = max(th, round(height * sy)), max(tw, round(width * sx))
+    dh, dw = dh + (dh - th) % 2, dw + (dw - tw) % 2  # even overhang: swscale is ~1.5x slower on odd sizes
+    return FitPlan((dh, dw), min(round(top * sy), dh - th), min(round(left * sx), dw - tw), "crop")
+
+
+def fit_frames(frames: np.ndarray, plan: FitPlan, target: tuple[int, int]) -> np.ndarray:
+    """Apply the crop or pad of ``plan`` to frames decoded at ``plan.decode_size`` (a view when cropping)."""
+    th, tw = target
+    if plan.policy == "crop":
+        return frames[:, plan.top : plan.top + th, plan.left : plan.left + tw]
+    if plan.policy == "pad":
+        out = np.zeros((frames.shape[0], th, tw, 3), np.uint8)
+        out[:, plan.top : plan.top + frames.shape[1], plan.left : plan.left + frames.shape[2]] = frames
+        return out
+    return frames
+
+
 class SparkleCollator:
     """Batch rows into fixed-shape ``(B, C, T, H, W)`` float tensors for training.
 
     Clips shorter than ``num_frames`` repeat their last frame (``num_valid_frames`` says how many are
-    real); every frame is resized to ``size`` during decoding. Text fields are kept as lists.
+    real). Every frame reaches ``size`` during decoding, by the ``resize`` policy: ``"crop"`` (default,
+    as the model's preprocessing: cover the size, centre-crop the overhang), ``"stretch"`` (ignore the
+    aspect) or ``"pad"`` (fit inside, black borders, i.e. ``value_range[0]``). ``size=None`` keeps the
+    clips' own size, which must then be the same for every clip of a batch. Text fields are kept as lists.
+
+    The batch tensor is allocated once, in ``torch.channels_last_3d`` memory format (the decoder's
+    ``(T, H, W, C)`` order), and each clip is converted straight into it, so collating costs no more than
+    decoding and converting the clips by hand (``benchmarks/decode.py`` measures the ratio). Call
+    ``.contiguous()`` on a batch if something needs the default layout.
     """
 
     def __init__(
         self,
         num_frames: int = 81,
-        size: tuple[int, int] = (480, 832),
+        size: tuple[int, int] | None = (480, 832),
         value_range: tuple[float, float] = (-1.0, 1.0),
         sampling: str = "first",
         video_fields: Sequence[str] = ("source_video", "edited_video"),
+        resize: str = "crop",
     ):
         if sampling not in ("first", "uniform"):
             raise ValueError("sampling must be 'first' or 'uniform'")
+        if resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
         self.num_frames = num_frames
         self.size = size
         self.value_range = value_range
         self.sampling = sampling
         self.video_fields = tuple(video_fields)
+        self.resize = resize
 
     def indices(self, available: int) -> np.ndarray:
         if self.sampling == "uniform" and available >= self.num_frames:
             return uniform_indices(available, self.num_frames)
         idx = np.arange(self.num_frames)
         return np.minimum(idx, available - 1)
+
+    def _target(self, readers: Sequence[VideoReader], name: str) -> tuple[int, int]:
+        if self.size is not None:
+            return int(self.size[0]), int(self.size[1])
+        sizes = sorted({(r.height, r.width) for r in readers})
+        if len(sizes) > 1:
+            raise ValueError(
+                f"size=None keeps each clip's own size, but the {name} clips of this batch differ "
+                f"({', '.join(f'{h}x{w}' for h, w in sizes)}): pass size=(height, width)"
+            )
+        return sizes[0]
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, Any]:
         import torch
@@ -404,16 +551,28 @@ class SparkleCollator:
             if key in self.video_fields:
                 continue
             batch[key] = [row[key] for row in rows]
+        lo, hi = self.value_range
         for name in self.video_fields:
             if name not in rows[0] or rows[0][name] is None:
                 continue
-            tensors, valid = [], []
-            for row in rows:
-                reader: VideoReader = row[name]
+            readers: list[VideoReader] = [row[name] for row in rows]
+            th, tw = self._target(readers, name)
+            # channels-last memory (the decoder's own layout): filling it is a straight conversion, no transpose
+            shape = (len(rows), 3, self.num_frames, th, tw)
+            out = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last_3d)
+            valid = []
+            for b, reader in enumerate(readers):
                 available = reader.num_frames
-                frames = reader.get_frames(self.indices(available), size=self.size)
-                tensors.append(frames_to_tensor(frames, self.value_range))
+                plan = fit_plan(reader.height, reader.width, (th, tw), self.resize)
+                native = plan.decode_size == (reader.height, reader.width)
+                frames = reader.get_frames(self.indices(available), size=None if native else plan.decode_size)
+                if plan.policy == "pad":  # black borders, the frame copied straight into its window
+                    out[b].zero_()
+                    window = out[b, :, :, plan.top : plan.top + frames.shape[1], plan.left : plan.left + frames.shape[2]]
+                else:
+                    frames, window = fit_frames(frames, plan, (th, tw)), out[b]
+                window.copy_(torch.from_numpy(frames).permute(3, 0, 1, 2))  # uint8 -> float, (T,H,W,C) -> (C,T,H,W)
                 valid.append(min(available, self.num_frames))
-            batch[name] = torch.stack(tensors)
+            batch[name] = out.mul_((hi - lo) / 255.0).add_(lo)
             batch[f"{name}_num_valid_frames"] = torch.tensor(valid)
         return batch

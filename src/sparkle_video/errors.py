@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 logger = logging.getLogger("sparkle_video")
 
@@ -64,33 +65,97 @@ def check_error_mode(errors: str) -> str:
     return errors
 
 
-@dataclass
 class SkipReport:
-    """Samples skipped under ``errors="skip"``: how many and which, never silently."""
+    """Samples skipped under ``errors="skip"``: how many and which, never silently.
 
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    A report can also collect skips made in other processes (streaming through DataLoader workers, or
+    one process per rank): :meth:`spool_to` gives it a folder where each process appends what it skips
+    (:meth:`spooled` is the writer side), and the report reads those records back whenever it is
+    looked at (``len``, ``skipped``, ``ids``, ``summary``). So after (or during) iteration the caller's
+    report names every skipped sample, whichever process skipped it.
+    """
+
+    def __init__(self, skipped: Iterable[tuple[str, str]] = (), *, spool: str | os.PathLike | None = None):
+        self._items: list[tuple[str, str]] = [tuple(x) for x in skipped]  # type: ignore[misc]
+        self._write_spool = os.fspath(spool) if spool is not None else None
+        self._read_spools: list[str] = []
+        self._offsets: dict[str, int] = {}
+
+    # -- writer side ---------------------------------------------------------------------------
+    @classmethod
+    def spooled(cls, spool: str | os.PathLike) -> SkipReport:
+        """A report that also appends each skip to ``spool`` (one JSONL file per process)."""
+        return cls(spool=spool)
 
     def add(self, key: str, reason: str) -> None:
-        self.skipped.append((key, reason))
+        self._items.append((key, reason))
         logger.warning("skipped %s: %s", key, reason)
+        if self._write_spool is not None:
+            os.makedirs(self._write_spool, exist_ok=True)
+            line = json.dumps({"key": key, "reason": reason}, ensure_ascii=False) + "\n"
+            with open(os.path.join(self._write_spool, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as f:
+                f.write(line)
 
     def extend(self, items: Iterable[tuple[str, str]]) -> None:
         for key, reason in items:
             self.add(key, reason)
 
+    # -- reader side ---------------------------------------------------------------------------
+    def spool_to(self, spool: str | os.PathLike) -> None:
+        """Read back, from now on, the skips that any process appends to ``spool``."""
+        path = os.fspath(spool)
+        if path not in self._read_spools:
+            self._read_spools.append(path)
+
+    def _sync(self) -> None:
+        """Take in complete new lines from the spool files (a record already present is not repeated)."""
+        known = set(self._items)
+        for spool in self._read_spools:
+            try:
+                names = sorted(n for n in os.listdir(spool) if n.endswith(".jsonl"))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(spool, name)
+                with open(path, "rb") as f:
+                    f.seek(self._offsets.get(path, 0))
+                    data = f.read()
+                complete = data[: data.rfind(b"\n") + 1]
+                self._offsets[path] = self._offsets.get(path, 0) + len(complete)
+                for line in complete.decode("utf-8").splitlines():
+                    record = json.loads(line)
+                    item = (record["key"], record["reason"])
+                    if item not in known:
+                        known.add(item)
+                        self._items.append(item)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(id or file, reason)`` for every skipped sample, in the order they were skipped."""
+        self._sync()
+        return self._items
+
     def __len__(self) -> int:
         return len(self.skipped)
+
+    def __repr__(self) -> str:
+        return f"SkipReport({len(self)} skipped)"
 
     @property
     def ids(self) -> list[str]:
         return [key for key, _ in self.skipped]
 
     def summary(self) -> str:
-        if not self.skipped:
+        items = self.skipped
+        if not items:
             return "0 samples skipped"
-        lines = [f"{len(self.skipped)} samples skipped:"]
-        lines += [f"  {key}: {reason}" for key, reason in self.skipped]
+        lines = [f"{len(items)} samples skipped:"]
+        lines += [f"  {key}: {reason}" for key, reason in items]
         return "\n".join(lines)
+
+    def __getstate__(self) -> dict:
+        self._sync()
+        return dict(self.__dict__)
 
 
 def handle(error: SparkleDataError, errors: str, report: SkipReport | None, key: str | None = None) -> None:

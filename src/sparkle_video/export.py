@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,12 +78,18 @@ def kiwi_rows(
     root_abs: str, entries: Iterable[Any], base: str, errors: str = "raise", report: SkipReport | None = None
 ) -> list[dict[str, str]]:
     """Kiwi-Edit rows for ``entries`` with paths relative to ``base``; missing or empty videos are errors."""
+    from .video import VideoReader
+
     rows = []
     for e in entries:
         paths = [os.path.join(root_abs, *p.split("/")) for p in (e.source_path, e.edited_path)]
-        bad = next((p for p in paths if not os.path.isfile(p) or os.path.getsize(p) == 0), None)
-        if bad is not None:
-            handle(SparkleDataError("video file is missing or empty", path=bad, sample_id=e.id), errors, report)
+        try:
+            for p in paths:
+                if not os.path.isfile(p) or os.path.getsize(p) == 0:
+                    raise SparkleDataError("video file is missing or empty", path=p, sample_id=e.id)
+                VideoReader(p).metadata  # noqa: B018 - the header check: truncated and non-video files fail
+        except SparkleDataError as err:
+            handle(SparkleDataError(err.reason, path=err.path, sample_id=e.id), errors, report, key=e.id)
             continue
         rel = [os.path.relpath(p, base).replace(os.sep, "/") for p in paths]
         rows.append({"src_video": rel[0], "tgt_video": rel[1], "prompt": e.prompt})
@@ -114,6 +121,14 @@ def export_kiwi_csv(
     options = LoadOptions(themes=tuple(chosen), errors=errors)
     rows: list[dict[str, str]] = []
     for theme in chosen:
+        packed = data_root.shards(theme, "source") + data_root.shards(theme, "edited")
+        if packed and not data_root.isdir(f"{theme}/source_video"):
+            raise SparkleDataError(
+                f"Kiwi-Edit reads loose mp4 files, but theme {theme!r} is packed in tar shards "
+                f"({', '.join(packed[:2])}{', ...' if len(packed) > 2 else ''}): extract them in place first "
+                "(each member is stored under its final path, e.g. `tar -xf SHARD -C SOURCE`)",
+                path=root_abs,
+            )
         rows += kiwi_rows(root_abs, read_entries(data_root, theme, options, report), base, errors, report)
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(out_csv))), exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
@@ -129,8 +144,16 @@ def hub_card_data(
 ) -> DatasetCardData:
     """Card metadata: one config per theme plus a default ``all``, each with its features and split size."""
     themes = sorted(counts, key=lambda t: (THEMES.index(t) if t in THEMES else len(THEMES), t))
-    configs = [{"config_name": t, "data_files": [{"split": "train", "path": f"data/{t}/*.parquet"}]} for t in themes]
-    configs.append({"config_name": "all", "data_files": [{"split": "train", "path": "data/*/*.parquet"}], "default": True})
+    configs = [
+        {"config_name": t, "data_files": [{"split": "train", "path": f"data/{t}/*.parquet"}]} for t in themes
+    ]
+    configs.append(
+        {
+            "config_name": "all",
+            "data_files": [{"split": "train", "path": "data/*/*.parquet"}],
+            "default": True,
+        }
+    )
     n = sum(counts.values())
     card = DatasetCardData(
         pretty_name=pretty_name,
@@ -159,7 +182,12 @@ def hub_card_data(
 
 def size_category(n: int) -> str:
     """The Hub's ``size_categories`` bucket for ``n`` rows."""
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if n < limit:
             return label
     return "1M<n<10M"
@@ -251,7 +279,15 @@ def export_hub_folder(
 
     check_error_mode(errors)
     report = skip_report if skip_report is not None else SkipReport()
-    ds = load_sparkle(source, themes=themes, errors=errors, skip_report=report, storage_options=storage_options)
+    ds = load_sparkle(  # verify="metadata": every video's header is opened before anything is written
+        source,
+        themes=themes,
+        errors=errors,
+        verify="metadata",
+        skip_report=report,
+        storage_options=storage_options,
+        progress=progress,
+    )
     fs, out_path = fsspec.core.url_to_fs(os.fspath(out_dir))
     parts: dict[str, _ParquetParts] = {}
     counts: dict[str, int] = {}
@@ -276,3 +312,107 @@ def export_hub_folder(
     with fs.open(posixpath.join(out_path, "README.md"), "wb") as f:
         f.write(str(card).encode("utf-8"))
     return os.fspath(out_dir)
+
+
+# -- reading an export back ----------------------------------------------------------------------
+def is_hub_export(root: Any) -> bool:
+    """Whether a ``DataRoot`` holds what :func:`export_hub_folder` writes (and no prompt CSVs)."""
+    return not root.exists("prompts") and bool(root.fs.glob(root.full("data/*/*.parquet")))
+
+
+class _ExportRowDecoder:
+    """Export rows -> loader rows: the mp4 bytes become lazy ``VideoReader``s; ``edit_type`` is dropped."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def _reader(self, data: bytes | None, sid: str, key: str) -> Any:
+        from .video import VideoReader
+
+        return None if data is None else VideoReader(data, name=f"{self.label}::{key} of {sid}")
+
+    def row(self, row: dict) -> dict:
+        out = {k: v for k, v in row.items() if k != "edit_type"}
+        for key in _VIDEO_COLUMNS:
+            out[key] = self._reader(row[key], row["id"], key)
+        return out
+
+    def batch(self, batch: dict[str, list]) -> dict[str, list]:
+        out = {k: v for k, v in batch.items() if k != "edit_type"}
+        for key in _VIDEO_COLUMNS:
+            if key in batch:
+                out[key] = [self._reader(d, i, key) for d, i in zip(batch[key], batch["id"], strict=True)]
+        return out
+
+
+def load_hub_export(
+    root: Any,
+    options: LoadOptions,
+    *,
+    streaming: bool = False,
+    limit: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Read a folder written by :func:`export_hub_folder` as ``load_sparkle`` rows (same columns, lazy videos).
+
+    ``themes``, ``subthemes``, ``ids`` and ``limit`` select as usual; ``min_scores`` needs the stage score
+    files, which an export does not carry, so it is refused.
+    """
+    if options.min_scores:
+        raise ValueError("min_scores needs the stage score files; a Hub export folder has none")
+    found = {posixpath.basename(p.rstrip("/")) for p in root.fs.glob(root.full("data/*"))}
+    present = sorted(
+        found, key=lambda t: (THEMES.index(t) if t in THEMES else len(THEMES), t)
+    )  # loader order
+    themes = list(options.themes) if options.themes else present
+    missing = [t for t in themes if t not in present]
+    if missing:
+        raise SparkleDataError(f"theme {missing[0]!r} is not in this export", path=root.uri("data"))
+    files = [
+        root.uri(f"data/{t}/{posixpath.basename(p)}")
+        for t in themes
+        for p in sorted(root.fs.glob(root.full(f"data/{t}/*.parquet")))
+    ]
+    storage = dict(root.storage_options) or None
+    if streaming:
+        ds = datasets.load_dataset(
+            "parquet", data_files={"train": files}, split="train", streaming=True, storage_options=storage
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="sparkle-video-") as tmp:  # nothing left in the user's cache
+            ds = datasets.load_dataset(
+                "parquet",
+                data_files={"train": files},
+                split="train",
+                cache_dir=tmp,
+                keep_in_memory=True,
+                storage_options=storage,
+            )
+    wanted_ids = set(options.ids) if options.ids else None
+    wanted_subthemes = set(options.subthemes) if options.subthemes else None
+    if wanted_ids is not None or wanted_subthemes is not None:
+        ds = ds.filter(
+            lambda i, s: (
+                (wanted_ids is None or i in wanted_ids)
+                and (wanted_subthemes is None or s in wanted_subthemes)
+            ),
+            input_columns=["id", "subtheme"],
+        )
+    if limit is not None:
+        ds = ds.take(limit) if streaming else ds.select(range(min(limit, len(ds))))
+    if rank is not None or world_size is not None:
+        if rank is None or world_size is None:
+            raise ValueError("rank and world_size go together")
+        if streaming:
+            from datasets.distributed import split_dataset_by_node
+
+            ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
+        else:
+            ds = ds.shard(num_shards=world_size, index=rank, contiguous=True)
+    decoder = _ExportRowDecoder(root.url)
+    if streaming:
+        return ds.map(decoder.row, remove_columns=["edit_type"])
+    ds = ds.remove_columns(["edit_type"])
+    ds.set_transform(decoder.batch)
+    return ds

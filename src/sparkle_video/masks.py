@@ -13,6 +13,8 @@ from .errors import SparkleDataError
 
 #: Qwen2.5-VL grounding boxes are ``x1, y1, x2, y2`` normalised to ``[0, 1000]``.
 QWEN_BOX_SCALE = 1000.0
+#: Every ``.npz`` is a zip archive; checking this first avoids numpy's misleading "pickled data" message.
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 def pack_mask(mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -45,10 +47,17 @@ def load_mask(source: str | os.PathLike | bytes | IO[bytes], name: str | None = 
     label = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<mask>")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    head = _read_head(source, label)
+    if not head.startswith(ZIP_MAGIC):  # np.load would treat anything else as a pickle and say so
+        raise SparkleDataError(
+            f"not an npz file (a zip archive starts with {ZIP_MAGIC!r}, got {head!r})", path=label
+        )
     try:
         with np.load(source, allow_pickle=False) as data:
             if "mask" not in data.files or "shape" not in data.files:
-                raise SparkleDataError(f"mask file lacks 'mask'/'shape' arrays (has {data.files})", path=label)
+                raise SparkleDataError(
+                    f"mask file lacks 'mask'/'shape' arrays (has {data.files})", path=label
+                )
             return unpack_mask(data["mask"], data["shape"])
     except SparkleDataError:
         raise
@@ -56,6 +65,20 @@ def load_mask(source: str | os.PathLike | bytes | IO[bytes], name: str | None = 
         raise SparkleDataError(f"unreadable mask ({e})", path=label) from e
     except (OSError, EOFError) as e:
         raise SparkleDataError(f"not an npz file ({e})", path=label) from e
+
+
+def _read_head(source: str | os.PathLike | IO[bytes], label: str, n: int = 4) -> bytes:
+    """The first ``n`` bytes of a path or seekable file object, leaving the object's position as it was."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as f:
+                return f.read(n)
+        except OSError as e:
+            raise SparkleDataError(f"mask file cannot be read ({e})", path=label) from e
+    pos = source.tell()
+    head = source.read(n)
+    source.seek(pos)
+    return head
 
 
 def qwen_box_to_pixels(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:

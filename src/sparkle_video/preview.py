@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,8 +21,16 @@ def caption_banner(text: str, width: int, max_lines: int = 4) -> np.ndarray:
     lines = textwrap.wrap(text, chars)[:max_lines] or [""]
     banner = np.full((BANNER_LINE_PX * len(lines) + 8, width, 3), 24, np.uint8)
     for k, line in enumerate(lines):
-        cv2.putText(banner, line, (6, 16 + k * BANNER_LINE_PX), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (240, 240, 240), 1, cv2.LINE_AA)
+        cv2.putText(
+            banner,
+            line,
+            (6, 16 + k * BANNER_LINE_PX),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (240, 240, 240),
+            1,
+            cv2.LINE_AA,
+        )
     return banner
 
 
@@ -31,11 +41,15 @@ def side_by_side(columns: Sequence[np.ndarray], height: int) -> np.ndarray:
     for clip in columns:
         h, w = clip.shape[1:3]
         new_w = max(2, round(w * height / h) // 2 * 2)
-        resized.append(np.stack([cv2.resize(f, (new_w, height), interpolation=cv2.INTER_AREA) for f in clip[:n]]))
+        resized.append(
+            np.stack([cv2.resize(f, (new_w, height), interpolation=cv2.INTER_AREA) for f in clip[:n]])
+        )
     return np.concatenate(resized, axis=2)
 
 
-def preview_frames(videos: Sequence[VideoReader], prompt: str, height: int = 240, max_frames: int = 81) -> np.ndarray:
+def preview_frames(
+    videos: Sequence[VideoReader], prompt: str, height: int = 240, max_frames: int = 81
+) -> np.ndarray:
     """Frames of a side-by-side preview video with the prompt in a banner above."""
     clips = []
     for v in videos:
@@ -60,13 +74,144 @@ def contact_sheet(videos: Sequence[VideoReader], prompt: str, num: int = 4, heig
     return np.concatenate([caption_banner(prompt, width), *rows], axis=0)
 
 
+#: Output kinds ``write_preview`` knows, by extension.
+PREVIEW_FORMATS = {
+    ".mp4": "side-by-side video",
+    ".gif": "side-by-side animation",
+    ".png": "contact sheet",
+    ".jpg": "contact sheet",
+    ".jpeg": "contact sheet",
+}
+
+
+def check_preview_path(out: str) -> str:
+    """The lower-case extension of ``out``; anything not in :data:`PREVIEW_FORMATS` is a ``ValueError``."""
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in PREVIEW_FORMATS:
+        known = ", ".join(f"{e} ({what})" for e, what in PREVIEW_FORMATS.items())
+        raise ValueError(f"preview output {out!r} has an unknown extension; use one of {known}")
+    return ext
+
+
 def write_preview(videos: Sequence[VideoReader], prompt: str, out: str, fps: float | None = None) -> str:
-    """``.mp4`` -> side-by-side video; ``.png``/``.jpg`` -> contact sheet."""
-    if out.lower().endswith(".mp4"):
-        frames = preview_frames(videos, prompt)
-        write_video(frames, out, fps=fps or videos[0].fps or 16)
+    """``.mp4`` -> side-by-side video; ``.gif`` -> the same as a small animation; ``.png``/``.jpg`` -> contact sheet."""
+    ext = check_preview_path(out)
+    rate = fps or videos[0].fps or 16
+    if ext == ".mp4":
+        write_video(preview_frames(videos, prompt), out, fps=rate)
+    elif ext == ".gif":
+        from PIL import Image
+
+        frames = preview_frames(videos, prompt, height=160)
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / rate), loop=0)
     else:
         from PIL import Image
 
         Image.fromarray(contact_sheet(videos, prompt)).save(out)
     return out
+
+
+# -- notebooks ------------------------------------------------------------------------------------
+#: Size bound of one clip's inline HTML (the base64 payload); a row holds two clips.
+HTML_MAX_BYTES = 250_000
+#: Inline clips are this tall (pixels) and hold at most this many frames (sampled over the clip).
+HTML_HEIGHT = 144
+HTML_MAX_FRAMES = 48
+
+
+def _even_width(reader: VideoReader, height: int) -> int:
+    return max(2, round(reader.width * height / max(1, reader.height)) // 2 * 2)
+
+
+def clip_html(
+    reader: VideoReader,
+    height: int = HTML_HEIGHT,
+    max_frames: int = HTML_MAX_FRAMES,
+    max_bytes: int = HTML_MAX_BYTES,
+) -> str:
+    """A small, self-contained ``<video>`` (H.264 in a data URI) of ``reader``, at most ``max_bytes`` of payload.
+
+    The clip is re-encoded small (``height`` pixels, at most ``max_frames`` frames spread over the clip),
+    so the notebook stays light whatever the source size. If even that is over the bound, a still strip
+    of four frames (PNG) is shown instead, and failing that, the reader's description.
+    """
+    import base64
+    import html
+    import io
+
+    try:
+        frames_wanted = min(reader.num_frames, max_frames)
+        for h in (height, height // 2):
+            w = _even_width(reader, h)
+            frames = reader.get_frames(uniform_indices(reader.num_frames, frames_wanted), size=(h, w))
+            fps = (reader.fps or 16) * frames_wanted / max(1, reader.num_frames)
+            buf = io.BytesIO()
+            write_video(frames, buf, fps=max(1.0, fps), crf=30, preset="veryfast")
+            if len(buf.getvalue()) * 4 // 3 <= max_bytes:
+                data = base64.b64encode(buf.getvalue()).decode("ascii")
+                return (
+                    f'<video width="{w}" height="{h}" controls autoplay loop muted playsinline '
+                    f'src="data:video/mp4;base64,{data}" title="{html.escape(reader.name)}"></video>'
+                )
+        strip = np.concatenate(list(frames[uniform_indices(len(frames), min(4, len(frames)))]), axis=1)
+        from PIL import Image
+
+        png = io.BytesIO()
+        Image.fromarray(strip).save(png, format="PNG", optimize=True)
+        if len(png.getvalue()) * 4 // 3 <= max_bytes:
+            data = base64.b64encode(png.getvalue()).decode("ascii")
+            return f'<img src="data:image/png;base64,{data}" title="{html.escape(reader.name)}"/>'
+    except Exception as e:  # a display must never raise: show what went wrong instead
+        return f"<pre>{html.escape(repr(reader))}: {html.escape(str(e))}</pre>"
+    return f"<pre>{html.escape(repr(reader))}</pre>"
+
+
+def _image_html(image: Any, height: int = HTML_HEIGHT) -> str:
+    import base64
+    import io
+
+    thumb = image.copy()
+    thumb.thumbnail((height * 4, height))
+    buf = io.BytesIO()
+    thumb.convert("RGB").save(buf, format="JPEG", quality=80)
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}"/>'
+
+
+class RowPreview:
+    """Inline notebook display of a loaded row: its id and prompt, then source | edited (or reference image).
+
+    ``datasets`` hands rows out as plain dicts, which cannot carry a display method; wrap one with
+    :func:`show` (or this class). Nothing is decoded before the notebook asks for the HTML.
+    """
+
+    def __init__(self, row: dict):
+        self.row = row
+
+    def __repr__(self) -> str:
+        return f"RowPreview({self.row.get('id')!r}: {self.row.get('prompt')!r})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        cells = []
+        for key in ("source_video", "edited_video", "ref_image"):
+            value = self.row.get(key)
+            if value is None:
+                continue
+            body = value._repr_html_() if isinstance(value, VideoReader) else _image_html(value)
+            label = key.replace("_", " ")
+            cells.append(f'<figure style="margin:0 8px 0 0">{body}<figcaption>{label}</figcaption></figure>')
+        keyword = ": ".join(str(self.row[k]) for k in ("subtheme", "scene") if self.row.get(k))
+        head = f"<b>{html.escape(str(self.row.get('id', '')))}</b>"
+        if keyword:
+            head += f" <i>({html.escape(keyword)})</i>"
+        return (
+            f"<div>{head}<p>{html.escape(str(self.row.get('prompt', '')))}</p>"
+            f'<div style="display:flex;align-items:flex-start">{"".join(cells)}</div></div>'
+        )
+
+
+def show(row: dict) -> RowPreview:
+    """Display a loaded row inline in Jupyter: ``show(ds[0])`` as the last line of a cell."""
+    return RowPreview(row)

@@ -54,10 +54,21 @@ def read_csv_rows(text: str, path: str, required: Sequence[str]) -> list[dict[st
 
 
 def read_jsonl(
-    text: str, path: str, errors: str = "raise", report: SkipReport | None = None
+    text: str,
+    path: str,
+    errors: str = "raise",
+    report: SkipReport | None = None,
+    conflicts: set[str] | None = None,
 ) -> dict[str, dict]:
-    """``id -> record`` for a JSONL file; broken lines name their line number."""
+    """``id -> record`` for a JSONL file; broken lines name their line number.
+
+    An id on two lines with different content is an error (no line may silently win); under
+    ``errors="skip"`` the id is reported once, left out of the result and added to ``conflicts``.
+    A line repeated verbatim changes nothing and is accepted.
+    """
     records: dict[str, dict] = {}
+    first_line: dict[str, int] = {}
+    bad: set[str] = set()
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -69,7 +80,23 @@ def read_jsonl(
             err = SparkleDataError(f"broken JSONL line {lineno} ({e})", path=path)
             handle(err, errors, report, key=f"{path}:{lineno}")
             continue
-        records[record["id"]] = record
+        sid = record["id"]
+        if sid in bad:
+            continue
+        if sid in records and records[sid] != record:
+            err = SparkleDataError(
+                f"id repeated with different content on JSONL lines {first_line[sid]} and {lineno}",
+                path=path,
+                sample_id=sid,
+            )
+            handle(err, errors, report, key=sid)
+            bad.add(sid)
+            del records[sid]
+            continue
+        records.setdefault(sid, record)
+        first_line.setdefault(sid, lineno)
+    if conflicts is not None:
+        conflicts.update(bad)
     return records
 
 
@@ -93,8 +120,13 @@ def _join(
     row_paths: RowPaths,
     errors: str,
     report: SkipReport | None,
+    reported: set[str] | frozenset[str] = frozenset(),
 ) -> list[SampleEntry]:
-    """Join CSV rows with metadata records by id; ``row_paths`` reads a row's id and file paths."""
+    """Join CSV rows with metadata records by id; ``row_paths`` reads a row's id and file paths.
+
+    ``reported`` ids were already skipped (and reported) while reading the JSONL: their rows are left out
+    without a second report.
+    """
     entries: list[SampleEntry] = []
     seen: set[str] = set()
     for rowno, row in enumerate(rows, start=2):
@@ -103,10 +135,15 @@ def _join(
             sid, paths = row_paths(rowno, row)
             if sid in seen:
                 raise SparkleDataError(f"row {rowno} repeats id", path=csv_path, sample_id=sid)
+            if sid in reported:
+                seen.add(sid)
+                continue
             record = meta.get(sid) if meta is not None else {}
             if record is None:
                 raise SparkleDataError(
-                    f"id in {posixpath.basename(csv_path)} but not in the metadata JSONL", path=jsonl_path, sample_id=sid
+                    f"id in {posixpath.basename(csv_path)} but not in the metadata JSONL",
+                    path=jsonl_path,
+                    sample_id=sid,
                 )
             metadata = record.get("metadata") or {}
             subtheme, scene = _keyword_fields(metadata, jsonl_path, sid)
@@ -128,7 +165,9 @@ def _join(
         seen.add(sid)
     if meta is not None:
         for sid in sorted(set(meta) - seen):
-            err = SparkleDataError("id in the metadata JSONL but not in the CSV", path=csv_path, sample_id=sid)
+            err = SparkleDataError(
+                "id in the metadata JSONL but not in the CSV", path=csv_path, sample_id=sid
+            )
             handle(err, errors, report, key=sid)
     return entries
 
@@ -151,7 +190,8 @@ def join_train(
 ) -> list[SampleEntry]:
     """Join a theme's ``prompts/{theme}_train.csv`` with its metadata JSONL, by ``task`` == ``id``."""
     rows = read_csv_rows(csv_text, csv_path, TRAIN_CSV_COLUMNS)
-    meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
+    conflicts: set[str] = set()
+    meta = read_jsonl(jsonl_text, jsonl_path, errors, report, conflicts) if jsonl_text is not None else None
 
     def row_paths(rowno: int, row: dict[str, str]) -> tuple[str, dict[str, str | None]]:
         sid = (row.get("task") or "").strip()
@@ -162,7 +202,7 @@ def join_train(
             "edited_path": _safe(row["tgt_video"], rowno, csv_path, sid),
         }
 
-    return _join(theme, rows, csv_path, meta, jsonl_path, row_paths, errors, report)
+    return _join(theme, rows, csv_path, meta, jsonl_path, row_paths, errors, report, conflicts)
 
 
 def join_bench(
@@ -177,7 +217,8 @@ def join_bench(
 ) -> list[SampleEntry]:
     """Join a bench theme's ``{theme}_bench.csv`` with ``{theme}_metadata.jsonl`` (id = video basename)."""
     rows = read_csv_rows(csv_text, csv_path, BENCH_CSV_COLUMNS)
-    meta = read_jsonl(jsonl_text, jsonl_path, errors, report) if jsonl_text is not None else None
+    conflicts: set[str] = set()
+    meta = read_jsonl(jsonl_text, jsonl_path, errors, report, conflicts) if jsonl_text is not None else None
     refs = set(ref_images)
 
     def row_paths(rowno: int, row: dict[str, str]) -> tuple[str, dict[str, str | None]]:
@@ -189,7 +230,7 @@ def join_bench(
             "ref_image_path": ref if ref in refs else None,
         }
 
-    return _join(theme, rows, csv_path, meta, jsonl_path, row_paths, errors, report)
+    return _join(theme, rows, csv_path, meta, jsonl_path, row_paths, errors, report, conflicts)
 
 
 def stage_score(record: dict, field: str) -> float | None:

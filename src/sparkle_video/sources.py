@@ -1,8 +1,9 @@
 """Where a dataset lives: a local folder, any fsspec URL, or a Hugging Face Hub repo.
 
 Every read goes through one fsspec filesystem, so local folders, ``memory://``, ``file://``, ``s3://``
-and ``hf://`` behave the same. Hub repos are either downloaded (only the files of the themes asked
-for) or streamed through ``HfFileSystem``.
+and ``hf://`` behave the same. Hub repos are either downloaded (only the files a selection needs, see
+``sparkle_video.hub``) or streamed through ``HfFileSystem`` at a pinned commit. On remote roots a failed
+request raises ``SparkleHubError`` instead of looking like a missing file.
 """
 
 from __future__ import annotations
@@ -10,16 +11,22 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import fsspec
 
-from .errors import SparkleDataError
+from .errors import SparkleDataError, SparkleHubError
 from .layout import SHARD_RE
 
+T = TypeVar("T")
+
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: An ``hf://`` URL pinned to a commit: its content never changes, so small files are read once.
+PINNED_URL_RE = re.compile(r"^hf://datasets/[^/@]+/[^/@]+@[0-9a-f]{40}/")
+PINNED_TEXT_MAX_BYTES = 64 << 20
+_PINNED_TEXT: dict[str, bytes] = {}
 
 
 @dataclass
@@ -28,6 +35,8 @@ class DataRoot:
 
     url: str
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: set by a Hub download that fetched only some samples (``limit``): the ids it holds
+    selected_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.fs, self.path = fsspec.core.url_to_fs(self.url, **self.storage_options)
@@ -48,18 +57,54 @@ class DataRoot:
             return full
         return self.fs.unstrip_protocol(full)
 
+    def remote(self, rel: str, call: Callable[[], T]) -> T:
+        """Run ``call``; on a remote root, turn a network/server failure into ``SparkleHubError``."""
+        if self.is_local:
+            return call()
+        try:
+            return call()
+        except (SparkleDataError, SparkleHubError):
+            raise
+        except Exception as e:
+            from .hub import hub_error_for_url
+
+            err = hub_error_for_url(e, self.uri(rel))
+            if err is None:
+                raise
+            raise err from e
+
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.full(rel))
+        if self.is_local:
+            return self.fs.exists(self.full(rel))
+        return self.remote(rel, lambda: self._remote_info(rel) is not None)
 
     def isdir(self, rel: str) -> bool:
-        return self.fs.isdir(self.full(rel))
+        if self.is_local:
+            return self.fs.isdir(self.full(rel))
+        return self.remote(rel, lambda: (self._remote_info(rel) or {}).get("type") == "directory")
+
+    def _remote_info(self, rel: str) -> dict | None:
+        """``fs.info`` with "not found" as ``None``; other failures propagate (``exists`` hides them)."""
+        try:
+            return self.fs.info(self.full(rel))
+        except FileNotFoundError as e:
+            from .hub import hub_error
+
+            if e.__cause__ is not None and hub_error(e.__cause__) is not None:  # missing repo/revision
+                raise
+            return None
 
     def open(self, rel: str, mode: str = "rb", **kwargs: Any) -> IO:
-        return self.fs.open(self.full(rel), mode, **kwargs)
+        return self.remote(rel, lambda: self.fs.open(self.full(rel), mode, **kwargs))
 
     def read_text(self, rel: str) -> str:
-        with self.open(rel, "rb") as f:
-            data = f.read()
+        url = self.uri(rel)
+        data = _PINNED_TEXT.get(url)
+        if data is None:
+            with self.open(rel, "rb") as f:
+                data = f.read()
+            if PINNED_URL_RE.match(url) and len(data) <= PINNED_TEXT_MAX_BYTES:  # immutable: read it once
+                _PINNED_TEXT[url] = data
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
@@ -67,12 +112,28 @@ class DataRoot:
 
     def listdir(self, rel: str = "") -> list[str]:
         """Base names of the entries in a folder (empty when it does not exist)."""
+        return sorted(self.list_sizes(rel, files_only=False))
+
+    def list_sizes(self, rel: str = "", files_only: bool = True) -> dict[str, int]:
+        """``name -> size`` of a folder's entries, in one listing (empty when it does not exist)."""
         full = self.full(rel) if rel else self.path
-        try:
-            entries = self.fs.ls(full, detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+
+        def ls() -> list:
+            try:
+                return self.fs.ls(full, detail=True)
+            except (FileNotFoundError, NotADirectoryError) as e:
+                from .hub import hub_error
+
+                if not self.is_local and e.__cause__ is not None and hub_error(e.__cause__) is not None:
+                    raise
+                return []
+
+        entries = self.remote(rel, ls)
+        return {
+            posixpath.basename(str(e["name"]).rstrip("/")): int(e.get("size") or 0)
+            for e in entries
+            if not (files_only and e.get("type") == "directory")
+        }
 
     def shards(self, theme: str, kind: str, folder: str = "") -> list[str]:
         """Repo-relative paths of ``{theme}_{kind}_video_partXX.tar``, in part order."""
@@ -92,33 +153,6 @@ def hub_stream_url(repo_id: str, revision: str | None = None) -> str:
     """``hf://datasets/{repo}[@rev]``: the ``HfFileSystem`` URL used for streaming from the Hub."""
     rev = f"@{revision}" if revision else ""
     return f"hf://datasets/{repo_id}{rev}"
-
-
-def hub_download(
-    repo_id: str,
-    patterns: Sequence[str],
-    *,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | None = None,
-) -> str:
-    """Download only the files matching ``patterns`` of a dataset repo; return the local folder."""
-    from huggingface_hub import snapshot_download
-
-    return snapshot_download(
-        repo_id,
-        repo_type="dataset",
-        allow_patterns=list(patterns),
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-    )
-
-
-def hub_list_files(repo_id: str, *, revision: str | None = None, token: str | bool | None = None) -> list[str]:
-    from huggingface_hub import HfApi
-
-    return list(HfApi(token=token).list_repo_files(repo_id, repo_type="dataset", revision=revision))
 
 
 def open_root(source: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> DataRoot:

@@ -18,10 +18,16 @@ from .writer import SampleRecord
 
 #: A small scene taxonomy per theme: subtheme -> scenes (the real one has ~22 subthemes, 97 bench scenes).
 TAXONOMY: dict[str, dict[str, list[str]]] = {
-    "location": {"urban": ["rooftop overlooking skyline", "busy night market"], "rural": ["vineyard rows with rustling leaves"]},
+    "location": {
+        "urban": ["rooftop overlooking skyline", "busy night market"],
+        "rural": ["vineyard rows with rustling leaves"],
+    },
     "season": {"winter": ["snowy pine forest in a blizzard"], "spring": ["orchard with falling blossoms"]},
     "time": {"dusk": ["harbour at sunset with drifting clouds"], "night": ["neon street in the rain"]},
-    "style": {"cinematic": ["film noir alley with swirling fog"], "art": ["watercolour village with flowing river"]},
+    "style": {
+        "cinematic": ["film noir alley with swirling fog"],
+        "art": ["watercolour village with flowing river"],
+    },
 }
 
 
@@ -70,14 +76,18 @@ def _skyline(rng: np.random.Generator, height: int, width: int, count: int = 8) 
     yy = np.arange(height)[:, None]
     shade = np.ones((height, width), np.float32)
     for x0, w, top in zip(
-        rng.integers(0, width, count), rng.integers(width // 60 + 2, width // 20 + 4, count),
-        rng.integers(height // 4, height // 2, count), strict=True,
+        rng.integers(0, width, count),
+        rng.integers(width // 60 + 2, width // 20 + 4, count),
+        rng.integers(height // 4, height // 2, count),
+        strict=True,
     ):
         shade[(xx >= x0) & (xx < x0 + w) & (yy >= top)] = 0.6
     return shade[..., None]
 
 
-def make_pair(seed: int, num_frames: int = 17, height: int = 128, width: int = 224, speed: float = 3.0) -> SyntheticPair:
+def make_pair(
+    seed: int, num_frames: int = 17, height: int = 128, width: int = 224, speed: float = 3.0
+) -> SyntheticPair:
     """A deterministic synthetic Sparkle pair; ``speed`` is the background's motion in px/frame."""
     rng = np.random.default_rng(seed)
     src_palette = rng.uniform(30, 220, size=(2, 3)).astype(np.float32)
@@ -104,7 +114,9 @@ def make_pair(seed: int, num_frames: int = 17, height: int = 128, width: int = 2
         y0, y1 = max(0, int(cy - radius * 1.8) - 1), min(height, int(cy + radius) + 2)
         bx, by = xx[:, x0:x1], yy[y0:y1]
         dx2 = (bx - cx) ** 2
-        fg = (dx2 + (by - cy) ** 2 <= radius**2) | (dx2 + (by - (cy - radius * 1.3)) ** 2 <= (radius * 0.5) ** 2)
+        fg = (dx2 + (by - cy) ** 2 <= radius**2) | (
+            dx2 + (by - (cy - radius * 1.3)) ** 2 <= (radius * 0.5) ** 2
+        )
         shade = 0.75 + 0.25 * np.clip((cx - bx) / radius, -1, 1)[..., None]  # (1, w, 1): lit from the left
         fg_pixels = fg_color * shade
         relit = np.clip(fg_pixels * 0.85 + relit_tint, 0, 255).astype(np.uint8)
@@ -142,14 +154,60 @@ def _grounding(sid: str, pair: SyntheticPair, fps: float) -> tuple[dict, dict]:
     r2 = {
         "id": sid,
         "frame_indices": frames,
-        "frame_objects": [[{"label": "person", "bbox_2d": list(mask_qwen_box(pair.mask[i]))}] for i in frames],
+        "frame_objects": [
+            [{"label": "person", "bbox_2d": list(mask_qwen_box(pair.mask[i]))}] for i in frames
+        ],
     }
     return r1, r2
 
 
+def score_frame_indices(num_frames: int, count: int = 4) -> list[int]:
+    """``count`` non-first frames spread over the clip, as stage 5 scores them (1, 26, 51, 76 for 81 frames)."""
+    step = max(1, (num_frames - 6) // (count - 1))
+    return [min(num_frames - 1, 1 + k * step) for k in range(count)]
+
+
+def _editscore(rng: np.random.Generator, low: float) -> dict:
+    """One image EditScore record body: three 0-10 scores, their overall, and short reasoning strings."""
+    pf, cons, pq = (round(float(v), 2) for v in rng.uniform(low, 10.0, size=3))
+    return {
+        "prompt_following": pf,
+        "consistency": cons,
+        "perceptual_quality": pq,
+        "overall": round((pf + cons + pq) / 3, 2),
+        "SC_reasoning": "the edit follows the instruction and keeps the subject",
+        "PQ_reasoning": "clean edges, no visible artefacts",
+    }
+
+
+def demo_scores(seed: int, prompt: str, num_frames: int) -> dict[str, dict]:
+    """Seeded stage score records (schema of the official JSONLs) for one sample; values vary per sample.
+
+    The values are made up, not measured: they exist so that ``min_scores`` filters and artefact readers
+    have something to work on. Every sample passes the pipeline's thresholds (8, 8.5, 8) except for a
+    spread above them.
+    """
+    rng = np.random.default_rng(10_000 + seed)
+    frames = score_frame_indices(num_frames)
+    video = []
+    for _ in frames:
+        sc, pq = (round(float(v), 2) for v in rng.uniform(7.5, 10.0, size=2))
+        video.append({"SC_score": sc, "PQ_score": pq, "O_score": round(float(np.sqrt(sc * pq)), 2)})
+    return {
+        "edited_frame0_score": {"prompt": prompt, "editscore": _editscore(rng, 8.0)},
+        "edited_frame0_foreground_removed_score": {"prompt": prompt, "editscore": _editscore(rng, 8.5)},
+        "edited_video_score": {"prompt": prompt, "frame_indices": frames, "editscore": video},
+    }
+
+
 def _prompt(theme: str, subtheme: str, scene: str) -> str:
-    verbs = {"location": "Move the subject to", "season": "Change the season to", "time": "Set the scene at",
-             "style": "Restyle the background as", "openve3m": "Replace the background with"}
+    verbs = {
+        "location": "Move the subject to",
+        "season": "Change the season to",
+        "time": "Set the scene at",
+        "style": "Restyle the background as",
+        "openve3m": "Replace the background with",
+    }
     return f"{verbs.get(theme, 'Replace the background with')} a {scene}, with lively motion in the background ({subtheme})."
 
 
@@ -191,6 +249,7 @@ def make_demo_records(
                     "edited_frame0_foreground_removed": pair.background[0],
                     "grounding_r1": r1,
                     "grounding_r2": r2,
+                    "scores": demo_scores(seed + 1000 * t_index + n, prompt, num_frames),
                 }
             records.append(
                 SampleRecord(
@@ -203,6 +262,44 @@ def make_demo_records(
                     original_scene="a person in front of a textured wall",
                     fps=fps,
                     **extra,
+                )
+            )
+    return records
+
+
+def make_bench_records(
+    num_per_theme: int = 2,
+    themes: tuple[str, ...] = BENCH_THEMES,
+    seed: int = 100,
+    num_frames: int = 17,
+    height: int = 128,
+    width: int = 224,
+    fps: float = 16,
+    first_number: int = 10_000,
+) -> list[SampleRecord]:
+    """``SampleRecord``s for a small procedural Sparkle-Bench: source videos, instructions and keywords.
+
+    As in the real benchmark there is no edited video; the clean new background's first frame is the
+    optional reference image. Ids start at ``first_number`` so that they never collide with training ids.
+    """
+    records = []
+    for t_index, theme in enumerate(themes):
+        taxonomy = TAXONOMY[theme]
+        subthemes = list(taxonomy)
+        for n in range(num_per_theme):
+            subtheme = subthemes[n % len(subthemes)]
+            scene = taxonomy[subtheme][(n // len(subthemes)) % len(taxonomy[subtheme])]
+            pair = make_pair(seed + 1000 * t_index + n, num_frames, height, width)
+            records.append(
+                SampleRecord(
+                    id=sample_id(theme, first_number + n),
+                    theme=theme,
+                    prompt=_prompt(theme, subtheme, scene),
+                    source=pair.source,
+                    chosen_keyword=f"{subtheme}: {scene}",
+                    original_scene="a person in front of a textured wall",
+                    fps=fps,
+                    ref_image=pair.background[0],
                 )
             )
     return records

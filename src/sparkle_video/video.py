@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, Union
 import av
 import numpy as np
 
-from .errors import SparkleDataError
+from .errors import SparkleDataError, SparkleHubError
 
 if TYPE_CHECKING:
     import torch
@@ -130,6 +130,110 @@ def _open_binary(path: str, storage_options: dict | None) -> IO[bytes]:
     return open(path, "rb")
 
 
+#: Protocols read in place, never copied into the remote cache.
+_LOCAL_PROTOCOLS = ("file", "local", "memory")
+
+
+def _is_remote(path: str) -> bool:
+    """A single-protocol URL on a network store (``hf://``, ``s3://``, ``https://``...)."""
+    if "::" in path or "://" not in path:
+        return False
+    return path.split("://", 1)[0] not in _LOCAL_PROTOCOLS
+
+
+class RemoteBytesCache:
+    """A process-wide, size-bounded LRU of remote video bytes, keyed by ``(url, offset, size)``.
+
+    Reading metadata and then frames opens a video twice; over the network that would fetch the file
+    twice. Files are fetched whole (one ranged request for a tar member, never past its end) and kept
+    here while they fit in ``max_bytes``; larger files are streamed on every open instead. Keys are
+    URLs, so a file replaced in place on its store is seen again only once evicted (Hub loads use
+    commit-pinned URLs, which never change).
+    """
+
+    def __init__(self, max_bytes: int):
+        from collections import OrderedDict
+
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = data
+            self._total += len(data)
+            while self._total > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._total -= len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+#: Bound of the remote video cache; ``SPARKLE_VIDEO_REMOTE_CACHE_MB`` changes it (0 turns it off).
+remote_cache = RemoteBytesCache(int(os.environ.get("SPARKLE_VIDEO_REMOTE_CACHE_MB", "512")) << 20)
+
+
+def _open_remote(path: str, offset: int, size: int | None, storage_options: dict | None) -> IO[bytes]:
+    """Open ``[offset, offset+size)`` of a remote file, reading each byte at most once per cache life.
+
+    Failed requests raise ``SparkleHubError`` (an outage is not bad data); a missing file raises
+    ``SparkleDataError``.
+    """
+    import fsspec
+
+    from .hub import hub_error_for_url
+
+    try:
+        fs, fpath = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        if size is None:
+            size = int(fs.size(fpath)) - offset
+        key = (path, offset, size)
+        data = remote_cache.get(key)
+        if data is not None:
+            return io.BytesIO(data)
+        # no read-ahead: one request for exactly the range, so a tar member read stays inside the member
+        raw = fs.open(fpath, "rb", cache_type="none")
+        if size > remote_cache.max_bytes:
+            return io.BufferedReader(_RangeFile(raw, offset, size), buffer_size=1 << 20)  # type: ignore[arg-type]
+        with raw:
+            raw.seek(offset)
+            data = raw.read(size)
+    except FileNotFoundError as e:
+        err = hub_error_for_url(e.__cause__, path) if e.__cause__ is not None else None
+        if err is not None:
+            raise err from e
+        raise SparkleDataError("video file not found", path=path) from e
+    except (SparkleDataError, SparkleHubError):
+        raise
+    except Exception as e:
+        err = hub_error_for_url(e, path)
+        if err is None:
+            raise
+        raise err from e
+    if len(data) != size:
+        raise SparkleDataError(f"expected {size} bytes, read {len(data)} (the file is short)", path=path)
+    remote_cache.put(key, data)
+    return io.BytesIO(data)
+
+
 class VideoReader:
     """Lazily decoded video from a path, fsspec URL, bytes, binary file object, or a byte range.
 
@@ -188,6 +292,8 @@ class VideoReader:
         elif isinstance(src, str):
             if "://" not in src and not os.path.exists(src):
                 raise SparkleDataError("video file not found", path=src)
+            if _is_remote(src):  # fetched once, exactly its byte range (see ``RemoteBytesCache``)
+                return _open_remote(src, self._offset, self._size, self._storage_options)
             raw = _open_binary(src, self._storage_options)
         elif callable(src):
             raw = src()
@@ -209,6 +315,11 @@ class VideoReader:
             container = av.open(f, mode="r")
         except (av.error.FFmpegError, OSError, ValueError) as e:
             f.close()
+            if isinstance(self._source, str) and _is_remote(self._source):
+                from .hub import hub_error_for_url
+
+                if (hub := hub_error_for_url(e, self._source)) is not None:  # an outage is not bad data
+                    raise hub from e
             raise SparkleDataError(f"not a readable video ({e.__class__.__name__}: {e})", path=self.name) from e
         if not container.streams.video:
             container.close()
@@ -235,6 +346,8 @@ class VideoReader:
                 n = sum(1 for p in container.demux(stream) if p.size > 0)
             if n <= 0:
                 raise SparkleDataError("video stream holds no frames", path=self.name)
+            if not ctx.width or not ctx.height:  # e.g. junk that a lenient demuxer still probes as an image
+                raise SparkleDataError("video stream has no frame size (not a real video)", path=self.name)
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
             elif fps > 0:
@@ -282,6 +395,12 @@ class VideoReader:
             return f"VideoReader({self.name!r}, not opened)"
         m = self._metadata
         return f"VideoReader({self.name!r}, {m.num_frames} frames, {m.width}x{m.height} @ {m.fps:g} fps)"
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: a small looping ``<video>`` (a few hundred KB at most), built when shown."""
+        from .preview import clip_html
+
+        return clip_html(self)
 
     # -- decoding ------------------------------------------------------------------------------
     def get_frames(
@@ -382,6 +501,27 @@ class VideoReader:
             container.close()
             f.close()
 
+    def iter_decoded(self, stop: int | None = None) -> Iterable[av.VideoFrame]:
+        """Yield PyAV frames of one decoding pass (at most ``stop``), still in the codec's pixel format.
+
+        For callers that convert each frame more than one way (e.g. a small RGB frame plus a larger grey
+        one for some frames): PyAV's ``to_ndarray(format=..., width=..., height=...)`` scales and converts
+        in a single swscale pass, with no full-size RGB frame in between.
+        """
+        container, f = self._open_container()
+        try:
+            stream = container.streams.video[0]
+            for index, frame in enumerate(container.decode(stream)):
+                if stop is not None and index >= stop:
+                    break
+                self.frames_decoded += 1
+                yield frame
+        except av.error.FFmpegError as e:
+            raise SparkleDataError(f"video is corrupt or truncated ({e})", path=self.name) from e
+        finally:
+            container.close()
+            f.close()
+
     def to_tensor(
         self,
         indices: Sequence[int] | None = None,
@@ -416,13 +556,17 @@ def model_frame_size(
 ) -> tuple[int, int]:
     """The model's working size: shrink to fit ``max_pixels`` keeping aspect, then floor to ``multiple``.
 
-    1280x720 sources give 1280x704, as the released model's outputs are.
+    1280x720 sources give 1280x704, as the released model's outputs are. The arithmetic (divide by
+    ``sqrt(area / max_pixels)``, truncate, floor) is the released inference code's, so sizes agree with
+    it to the pixel, including the float edge cases (1000x1000 -> 928x928).
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"bad frame size {height}x{width}")
-    scale = min(1.0, math.sqrt(max_pixels / float(height * width)))
-    h = max(multiple, int(height * scale) // multiple * multiple)
-    w = max(multiple, int(width * scale) // multiple * multiple)
+    if height * width > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        height, width = int(height / scale), int(width / scale)
+    h = max(multiple, height // multiple * multiple)
+    w = max(multiple, width // multiple * multiple)
     return h, w
 
 
@@ -464,8 +608,12 @@ def write_video(
     crf: int = 18,
     preset: str = "medium",
     codec: str = "libx264",
+    options: dict[str, str] | None = None,
 ) -> None:
     """Encode ``(T, H, W, 3) uint8`` RGB frames as H.264/yuv420p mp4.
+
+    ``options`` are extra encoder options, e.g. ``{"threads": "1", "x264-params": "mbtree=0"}``, with
+    which x264 gives the same bytes in every run (by default it does not always, on small frames).
 
     Odd sizes are padded by one pixel (yuv420p needs even sizes). When ``path`` is a filesystem path
     the file is written to a temporary name and renamed, so a killed process never leaves a
@@ -499,6 +647,8 @@ def write_video(
                     stream.width, stream.height = arr.shape[1], arr.shape[0]
                     stream.pix_fmt = "yuv420p"
                     stream.options = {"crf": str(crf), "preset": preset}
+                    if options:
+                        stream.options = {**stream.options, **options}
                 elif (arr.shape[1], arr.shape[0]) != (stream.width, stream.height):
                     raise ValueError("all frames must have the same size")
                 for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import posixpath
 import tarfile
@@ -20,7 +21,7 @@ import fsspec
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import SparkleDataError
+from .errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .layout import (
     BENCH_CSV_COLUMNS,
     BENCH_THEMES,
@@ -43,6 +44,8 @@ from .layout import (
 )
 from .masks import pack_mask
 from .video import write_video
+
+logger = logging.getLogger("sparkle_video")
 
 #: Fixed tar header fields so that packing the same files twice gives the same bytes.
 TAR_MTIME = 1_700_000_000
@@ -82,7 +85,9 @@ class SampleRecord:
         if not match:
             raise SparkleDataError(f"not a Sparkle id {self.id!r} (expected Sparkle_{{theme}}_{{number}})")
         if match["theme"] != self.theme:  # also keeps the theme a safe path component
-            raise SparkleDataError(f"id {self.id!r} does not belong to theme {self.theme!r}", sample_id=self.id)
+            raise SparkleDataError(
+                f"id {self.id!r} does not belong to theme {self.theme!r}", sample_id=self.id
+            )
         if self.chosen_keyword is not None:
             try:
                 parse_chosen_keyword(self.chosen_keyword)
@@ -178,7 +183,10 @@ def _write_intermediates(root: _Root, r: SampleRecord, jsonl: dict[str, list[dic
         value = getattr(r, name)
         if value is not None:
             root.write_bytes(intermediate_path(r.theme, name, r.id), _image_bytes(value))
-    for name, value in (("foreground_grounding_r1", r.grounding_r1), ("foreground_grounding_r2", r.grounding_r2)):
+    for name, value in (
+        ("foreground_grounding_r1", r.grounding_r1),
+        ("foreground_grounding_r2", r.grounding_r2),
+    ):
         if value is not None:
             jsonl.setdefault(name, []).append({"id": r.id, **{k: v for k, v in value.items() if k != "id"}})
     for name, value in r.scores.items():
@@ -187,7 +195,11 @@ def _write_intermediates(root: _Root, r: SampleRecord, jsonl: dict[str, list[dic
 
 
 def write_sparkle(
-    records: Sequence[SampleRecord], root: str | os.PathLike, *, overwrite: bool = False, progress: bool = True
+    records: Sequence[SampleRecord],
+    root: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> str:
     """Write ``records`` in the official training layout (prompts, videos, intermediate artefacts).
 
@@ -214,7 +226,11 @@ def write_sparkle(
 
 
 def write_sparkle_bench(
-    records: Sequence[SampleRecord], root: str | os.PathLike, *, overwrite: bool = False, progress: bool = True
+    records: Sequence[SampleRecord],
+    root: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> str:
     """Write ``records`` in the Sparkle-Bench layout (``{theme}_bench.csv``, metadata, source videos)."""
     out = _Root(root, overwrite)
@@ -223,7 +239,8 @@ def write_sparkle_bench(
         for r in tqdm(items, desc=f"writing {theme}", disable=not progress):
             if r.chosen_keyword is None or theme not in BENCH_THEMES:
                 raise SparkleDataError(
-                    f"bench records need a chosen_keyword and one of the themes {BENCH_THEMES}", sample_id=r.id
+                    f"bench records need a chosen_keyword and one of the themes {BENCH_THEMES}",
+                    sample_id=r.id,
                 )
             rel = bench_video_path(theme, r.id)
             out.write_bytes(rel, _video_bytes(r.source, r.fps))
@@ -265,7 +282,13 @@ def plan_parts(sizes: Sequence[int], max_shard_bytes: float) -> list[int]:
 
 
 def _pack_members(
-    fs: Any, src_root: str, names: Sequence[str], out: _Root, shard_for: Any, max_shard_bytes: float, progress: bool
+    fs: Any,
+    src_root: str,
+    names: Sequence[str],
+    out: _Root,
+    shard_for: Any,
+    max_shard_bytes: float,
+    progress: bool,
 ) -> list[str]:
     """Stream ``names`` (sorted) into shards; each shard is written under a temporary name, then renamed."""
     names = sorted(names)
@@ -277,7 +300,10 @@ def _pack_members(
         final, tmp = out.full(rel), out.full(rel) + ".partial"
         out.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         members = [(n, sz) for n, sz, p in zip(names, sizes, parts, strict=True) if p == part]
-        with out.fs.open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        with (
+            out.fs.open(tmp, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf,
+        ):
             tf.copybufsize = 1 << 20  # 1 MiB copies instead of 16 KiB
             for name, size in tqdm(members, desc=posixpath.basename(rel), disable=not progress, leave=False):
                 with fs.open(posixpath.join(src_root, name), "rb") as f:
@@ -285,6 +311,56 @@ def _pack_members(
         out.fs.mv(tmp, final)
         written.append(rel)
     return written
+
+
+def _check_video(fs: Any, path: str, label: str, sid: str) -> None:
+    """Header check of one mp4 (size, container, a video stream with frames): no pixel is decoded."""
+    from .video import VideoReader
+
+    if not fs.exists(path):
+        raise SparkleDataError("video file is missing", path=label, sample_id=sid)
+    if fs.size(path) == 0:
+        raise SparkleDataError("video file is empty (0 bytes)", path=label, sample_id=sid)
+    VideoReader(lambda: fs.open(path, "rb"), name=label).metadata  # noqa: B018 - opening the header is the check
+
+
+def _kept_csv(text: str, keep: set[str]) -> str:
+    """A prompt CSV holding only the rows whose ``task`` is in ``keep`` (columns unchanged)."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows = [r for r in reader if (r.get("task") or "").strip() in keep]
+    return _csv_text(list(reader.fieldnames or []), rows)
+
+
+def _kept_jsonl(text: str, keep: set[str]) -> str:
+    """JSONL lines that parse as an object whose id is in ``keep`` (bad lines were reported when read)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("id") in keep:
+            out.append(line if line.endswith("\n") else line + "\n")
+    return "".join(out)
+
+
+def remove_stale_shards(out: Any, theme: str, written: Sequence[str]) -> list[str]:
+    """Delete ``partXX`` shards of ``theme`` in ``out`` that this run did not write (an earlier, larger run's)."""
+    from .layout import INTERMEDIATE_SHARD_RE, SHARD_RE
+
+    keep = {posixpath.basename(w) for w in written}
+    removed = []
+    for folder, pattern in (("", SHARD_RE), ("intermediate_data", INTERMEDIATE_SHARD_RE)):
+        base = out.full(folder) if folder else out.path
+        if not out.fs.isdir(base):
+            continue
+        for path in out.fs.ls(base, detail=False):
+            name = posixpath.basename(str(path).rstrip("/"))
+            m = pattern.match(name)
+            if m and m["theme"] == theme and name not in keep:
+                out.fs.rm(path)
+                removed.append(name)
+    return removed
 
 
 def pack_shards(
@@ -295,43 +371,140 @@ def pack_shards(
     max_shard_bytes: float = 5e9,
     include_intermediates: bool = False,
     overwrite: bool = True,
+    errors: str = "raise",
+    skip_report: SkipReport | None = None,
     progress: bool = True,
 ) -> list[str]:
     """Pack a training folder into official-style uncompressed tar shards (deterministic bytes).
 
     ``{theme}_{source|edited}_video_partXX.tar`` hold ``{theme}/{kind}_video/{id}.mp4`` sorted by id;
     ``prompts/`` is copied alongside. Returns the repo-relative paths written.
+
+    Everything is checked before anything is written: each CSV/JSONL row (as the loader reads it) and
+    each video's header (no decoding). A bad sample raises ``SparkleDataError``, or under
+    ``errors="skip"`` is left out of the shards *and* of the copied prompt files and named in
+    ``skip_report``. Shards of an earlier, larger run in ``out_dir`` are removed, so the folder holds
+    exactly this run's parts.
     """
+    from .catalog import LoadOptions, read_entries
+    from .sources import open_root
+
+    check_error_mode(errors)
+    if not max_shard_bytes > 0:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    report = skip_report if skip_report is not None else SkipReport()
     fs, src_root = fsspec.core.url_to_fs(os.fspath(root))
+    data_root = open_root(os.fspath(root))
     out = _Root(out_dir, overwrite)
     written: list[str] = []
     prompt_files = sorted(fs.glob(posixpath.join(src_root, "prompts", "*")))
     present = sorted({posixpath.basename(p).split("_train")[0] for p in prompt_files if "_train" in p})
     missing = [t for t in themes or () if t not in present]
     if missing or not present:
-        raise SparkleDataError(f"no prompts/{{theme}}_train.csv for {missing or 'any theme'}", path=os.fspath(root))
-    for theme in themes or present:
-        for rel in (train_csv_path(theme), train_metadata_path(theme)):
-            if fs.exists(posixpath.join(src_root, rel)):
-                out.write_bytes(rel, fs.cat_file(posixpath.join(src_root, rel)))
-                written.append(rel)
+        raise SparkleDataError(
+            f"no prompts/{{theme}}_train.csv for {missing or 'any theme'}", path=os.fspath(root)
+        )
+    options = LoadOptions(themes=tuple(themes or present), errors=errors)
+    checked: list[tuple[str, list, bool]] = []
+    for theme in themes or present:  # every check first: a bad sample raises before anything is written
+        reported_before = len(report)
+        entries = read_entries(data_root, theme, options, report)
+        good = []
+        for e in tqdm(entries, desc=f"checking {theme}", disable=not progress, leave=False):
+            try:
+                for rel in (e.source_path, e.edited_path):
+                    assert rel is not None
+                    _check_video(fs, posixpath.join(src_root, rel), data_root.uri(rel), e.id)
+            except SparkleDataError as err:
+                handle(err, errors, report, key=e.id)
+                continue
+            good.append(e)
+        checked.append((theme, good, len(report) > reported_before))
+    for theme, good, left_out in checked:
+        keep = {e.id for e in good}  # after a skip, the prompt files list only what the shards hold
+        for rel, kept in ((train_csv_path(theme), _kept_csv), (train_metadata_path(theme), _kept_jsonl)):
+            src = posixpath.join(src_root, rel)
+            if not fs.exists(src):
+                continue
+            data = fs.cat_file(src)
+            if left_out:
+                data = kept(data.decode("utf-8-sig"), keep).encode("utf-8")
+            out.write_bytes(rel, data)
+            written.append(rel)
         for kind in ("source", "edited"):
-            folder = f"{theme}/{kind}_video"
-            names = [f"{folder}/{posixpath.basename(p)}" for p in fs.glob(posixpath.join(src_root, folder, "*.mp4"))]
+            names = sorted(e.source_path if kind == "source" else e.edited_path for e in good)  # type: ignore[misc]
+            loose = {
+                f"{theme}/{kind}_video/{posixpath.basename(p)}"
+                for p in fs.glob(posixpath.join(src_root, theme, f"{kind}_video", "*.mp4"))
+            }
+            extra = sorted(loose - set(names))
+            if extra:
+                logger.warning(
+                    "not packed (no row in %s names them): %s", train_csv_path(theme), ", ".join(extra)
+                )
             written += _pack_members(
-                fs, src_root, names, out, lambda part, k=kind, t=theme: shard_name(t, k, part), max_shard_bytes, progress
+                fs,
+                src_root,
+                names,
+                out,
+                lambda part, k=kind, t=theme: shard_name(t, k, part),
+                max_shard_bytes,
+                progress,
             )
         if include_intermediates:
-            for subdir in INTERMEDIATE_DIRS:
-                folder = f"intermediate_data/{theme}/{subdir}"
-                names = [f"{folder}/{posixpath.basename(p)}" for p in fs.glob(posixpath.join(src_root, folder, "*"))]
-                if names:
-                    written += _pack_members(
-                        fs, src_root, names, out, lambda part, s=subdir, t=theme: intermediate_shard_name(t, s, part),
-                        max_shard_bytes, progress,
-                    )
-            for p in fs.glob(posixpath.join(src_root, "intermediate_data", theme, "*.jsonl")):
-                rel = f"intermediate_data/{theme}/{posixpath.basename(p)}"
-                out.write_bytes(rel, fs.cat_file(p))
-                written.append(rel)
+            written += _pack_intermediates(
+                fs, src_root, theme, out, keep, max_shard_bytes, errors, report, progress
+            )
+        remove_stale_shards(out, theme, written)
+    return written
+
+
+def _pack_intermediates(
+    fs: Any,
+    src_root: str,
+    theme: str,
+    out: _Root,
+    keep: set[str],
+    max_shard_bytes: float,
+    errors: str,
+    report: SkipReport,
+    progress: bool,
+) -> list[str]:
+    """Pack ``intermediate_data/{theme}/{subdir}/`` of the kept ids into shards; check and copy the JSONLs."""
+    from .records import read_jsonl
+
+    written: list[str] = []
+    for subdir, ext in INTERMEDIATE_DIRS.items():
+        folder = f"intermediate_data/{theme}/{subdir}"
+        names = []
+        for p in sorted(fs.glob(posixpath.join(src_root, folder, f"*{ext}"))):
+            sid = posixpath.splitext(posixpath.basename(p))[0]
+            if sid not in keep:
+                continue
+            rel = f"{folder}/{posixpath.basename(p)}"
+            try:
+                if ext == ".mp4":
+                    _check_video(fs, p, rel, sid)
+                elif fs.size(p) == 0:
+                    raise SparkleDataError(f"{subdir} artefact is empty (0 bytes)", path=rel, sample_id=sid)
+            except SparkleDataError as err:
+                handle(err, errors, report, key=f"{sid} ({subdir})")
+                continue
+            names.append(rel)
+        if names:
+            written += _pack_members(
+                fs,
+                src_root,
+                names,
+                out,
+                lambda part, s=subdir, t=theme: intermediate_shard_name(t, s, part),
+                max_shard_bytes,
+                progress,
+            )
+    for p in sorted(fs.glob(posixpath.join(src_root, "intermediate_data", theme, "*.jsonl"))):
+        rel = f"intermediate_data/{theme}/{posixpath.basename(p)}"
+        text = fs.cat_file(p).decode("utf-8-sig")
+        read_jsonl(text, rel, errors, report)  # every row parses, or is named
+        out.write_text(rel, _kept_jsonl(text, keep))
+        written.append(rel)
     return written

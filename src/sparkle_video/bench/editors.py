@@ -90,7 +90,12 @@ class StaticBackgroundEditor:
 
 
 class PipelineEditor:
-    """A ``SparkleEditPipeline`` at the official bench settings (81 frames, 1280*720 px, cfg 5, seed 0)."""
+    """A ``SparkleEditPipeline`` at the official bench settings (81 frames, 1280*720 px, seed 0).
+
+    The official scripts pass ``cfg_scale=5`` but the released pipeline never runs an unconditional
+    branch, so the upstream behaviour is ``guidance_scale=1`` (one DiT forward per step); pass a larger
+    ``guidance_scale`` to try guidance beyond upstream.
+    """
 
     def __init__(
         self,
@@ -98,7 +103,7 @@ class PipelineEditor:
         *,
         max_frames: int = MODEL_MAX_FRAMES,
         max_pixels: int = MODEL_MAX_PIXELS,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = 1.0,
         seed: int = 0,
         **call_kwargs: Any,
     ):

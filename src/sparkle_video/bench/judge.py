@@ -1,15 +1,16 @@
 """The VLM judge: backends behind one protocol, and a resumable, concurrent scoring run.
 
-A backend turns (rubric text, source mp4, edited mp4) into the judge's reply text. Two ship here:
-``OpenAIJudge`` (any OpenAI-compatible endpoint: OpenAI, Azure's v1 endpoint, vLLM, ... via ``base_url``)
-and ``GeminiJudge`` (native ``google-genai``). Videos go as base64 mp4, the official way, or as sampled
-JPEG frames for endpoints without video input.
+A backend turns (rubric text, source mp4, edited mp4) into the judge's reply text. Three ship here:
+``AzureJudge`` (an Azure OpenAI deployment, the client the official Sparkle-Bench scorer uses),
+``OpenAIJudge`` (any OpenAI-compatible endpoint: OpenAI, vLLM, ... via ``base_url``) and ``GeminiJudge``
+(native ``google-genai``). Videos go as base64 mp4, the official way, or as sampled JPEG frames for
+endpoints without video input.
 
 ``judge_results`` asks the judge about every result of a result set with bounded concurrency, retries
-transport errors and unusable replies with exponential backoff, appends each record to the official
-``{theme}_{judge_model}_{protocol}_score.jsonl`` as soon as it arrives, and on the next run re-asks
-nothing already answered. API keys come from the environment, are checked before any work and are
-never logged.
+transport errors and unusable replies (official budget: 20 attempts, 60 s per request) with exponential
+backoff, appends each record to the official ``{theme}_{judge_model}_{protocol}_score.jsonl`` as soon as
+it arrives, and on the next run re-asks nothing already answered. API keys come from the environment,
+are checked before any work and are never logged.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from tqdm.auto import tqdm
 
 from ..layout import judge_result_name
 from ..video import VideoReader
-from .results import ResultEntry, ResultSet, mp4_problem, scan_results
-from .rubric import JudgeProtocol, ReplyError, get_protocol
+from .results import ResultEntry, ResultSet, frame_counts, mp4_problem, scan_results
+from .rubric import PARSE_MODES, JudgeProtocol, ReplyError, get_protocol, rubric_sha256
 
 logger = logging.getLogger("sparkle_video.bench")
 
@@ -41,6 +42,13 @@ logger = logging.getLogger("sparkle_video.bench")
 JUDGE_SEED = 42
 JUDGE_TEMPERATURE = 0.0
 MEDIA_MODES = ("video", "frames")
+#: Official retry budget and per-request timeout (``eval_sparkle_bench_gemini.py``).
+OFFICIAL_MAX_ATTEMPTS = 20
+OFFICIAL_TIMEOUT_S = 60.0
+#: The official script's Azure settings: endpoint and key variables, API version.
+AZURE_ENDPOINT_ENV = "AZURE_ENDPOINT"
+AZURE_KEY_ENV = "GEMINI_API_KEY"
+AZURE_API_VERSION = "2024-03-01-preview"
 
 
 class JudgeConfigError(ValueError):
@@ -108,7 +116,7 @@ class OpenAIJudge:
         api_key_env: str | Sequence[str] = "OPENAI_API_KEY",
         media: str = "video",
         num_frames: int = 8,
-        timeout: float = 120.0,
+        timeout: float = OFFICIAL_TIMEOUT_S,
         seed: int = JUDGE_SEED,
         temperature: float = JUDGE_TEMPERATURE,
         max_tokens: int | None = None,
@@ -125,7 +133,10 @@ class OpenAIJudge:
         self.seed = seed
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._client = self._make_client(openai, key, timeout)
+
+    def _make_client(self, openai: Any, key: str, timeout: float) -> Any:
+        return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, media={self.media!r})"
@@ -160,6 +171,47 @@ class OpenAIJudge:
         return response.choices[0].message.content or ""
 
 
+class AzureJudge(OpenAIJudge):
+    """The official Sparkle-Bench endpoint: an Azure OpenAI deployment through ``openai.AzureOpenAI``.
+
+    Requests go to ``{endpoint}/openai/deployments/{model}/chat/completions?api-version=...`` with an
+    ``api-key`` header, and carry the same body as :class:`OpenAIJudge`. Defaults are the official
+    script's: endpoint from ``$AZURE_ENDPOINT``, key from ``$GEMINI_API_KEY``, API version
+    ``2024-03-01-preview``. The SDK's own retries are off; the run retries (20 attempts by default).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | Sequence[str] = AZURE_KEY_ENV,
+        api_version: str = AZURE_API_VERSION,
+        **kwargs: Any,
+    ):
+        endpoint = base_url or os.environ.get(AZURE_ENDPOINT_ENV, "").strip()
+        if not endpoint:
+            raise JudgeConfigError(
+                f"no Azure endpoint: pass --base-url or set the environment variable {AZURE_ENDPOINT_ENV}"
+            )
+        self.api_version = api_version
+        super().__init__(model, base_url=endpoint, api_key_env=api_key_env, **kwargs)
+
+    def _make_client(self, openai: Any, key: str, timeout: float) -> Any:
+        return openai.AzureOpenAI(
+            azure_endpoint=self.base_url,
+            api_version=self.api_version,
+            api_key=key,
+            timeout=timeout,
+            max_retries=0,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AzureJudge(model={self.model!r}, endpoint={self.base_url!r}, api_version={self.api_version!r})"
+        )
+
+
 class GeminiJudge:
     """A judge on the native Gemini API (through ``google-genai``); videos go inline as mp4 bytes."""
 
@@ -171,7 +223,7 @@ class GeminiJudge:
         api_key_env: str | Sequence[str] = ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
         media: str = "video",
         num_frames: int = 8,
-        timeout: float = 120.0,
+        timeout: float = OFFICIAL_TIMEOUT_S,
         seed: int = JUDGE_SEED,
         temperature: float = JUDGE_TEMPERATURE,
     ):
@@ -210,12 +262,32 @@ class GeminiJudge:
         )
         return response.text or ""
 
+    def upload(
+        self, paths: Sequence[str | os.PathLike], sleep: Callable[[float], None] = time.sleep
+    ) -> list[Any]:
+        """Upload videos through the Files API and wait until none is ``PROCESSING`` (OpenVE-Bench's way)."""
+        files = [self._client.files.upload(file=os.fspath(p)) for p in paths]
+        for i, f in enumerate(files):
+            while f.state == "PROCESSING":
+                sleep(2.0)
+                f = self._client.files.get(name=f.name)
+            files[i] = f
+        return files
 
-BACKENDS = {"openai": OpenAIJudge, "gemini": GeminiJudge}
+    def ask_with_files(self, system_instruction: str, files: Sequence[Any]) -> str:
+        """OpenVE-Bench's official request: the rubric as system instruction, the two files as contents,
+        no sampling settings."""
+        response = self._client.models.generate_content(
+            model=self.model, config={"system_instruction": system_instruction}, contents=list(files)
+        )
+        return response.text or ""
+
+
+BACKENDS = {"openai": OpenAIJudge, "azure": AzureJudge, "gemini": GeminiJudge}
 
 
 def make_backend(kind: str, model: str, **kwargs: Any) -> JudgeBackend:
-    """``openai`` or ``gemini`` backend; checks the API key now (before any work)."""
+    """``openai``, ``azure`` or ``gemini`` backend; checks the API key now (before any work)."""
     if kind not in BACKENDS:
         raise JudgeConfigError(f"backend must be one of {sorted(BACKENDS)}, got {kind!r}")
     return BACKENDS[kind](model, **{k: v for k, v in kwargs.items() if v is not None})
@@ -225,6 +297,37 @@ def make_backend(kind: str, model: str, **kwargs: Any) -> JudgeBackend:
 def judge_file_name(theme: str, judge_model: str, protocol: str) -> str:
     """Official record file name; ``/`` in model names (``org/model``) becomes ``_``."""
     return judge_result_name(theme, judge_model.replace("/", "_"), protocol)
+
+
+def summary_file_name(judge_model: str, protocol: str) -> str:
+    """The run summary beside the records: ``{judge_model}_{protocol}_summary.json``."""
+    return f"{judge_model.replace('/', '_')}_{protocol}_summary.json"
+
+
+def judge_settings(protocol: JudgeProtocol, parse: str, rubric: str | None) -> dict[str, str]:
+    """What decides a result set's scores besides the judge: protocol, parse rule and rubric (hash)."""
+    text = protocol.rubric if rubric is None else rubric
+    return {
+        "protocol": protocol.name,
+        "parse": parse,
+        "rubric": "built-in" if rubric is None else "custom",
+        "rubric_sha256": rubric_sha256(text),
+    }
+
+
+def check_settings(path: Path, settings: Mapping[str, str]) -> None:
+    """Refuse to add records judged one way to a result set judged another way (named, before any work)."""
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")).get("summary", {}).get("judge_settings")
+    except (ValueError, AttributeError):
+        return
+    if previous and dict(previous) != dict(settings):
+        raise JudgeConfigError(
+            f"{path.name} says these records were judged with {previous}, this run uses {dict(settings)}; "
+            "judge into another folder (or delete the old records) so the two are never mixed"
+        )
 
 
 def read_records(path: str | os.PathLike, num_dims: int) -> tuple[dict[str, dict], int]:
@@ -252,11 +355,12 @@ def read_records(path: str | os.PathLike, num_dims: int) -> tuple[dict[str, dict
 class RecordWriter:
     """Appends one JSON line per record to per-theme files, flushed at once (crash-safe enough)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ensure_ascii: bool = False) -> None:
         self._lock = threading.Lock()
+        self.ensure_ascii = ensure_ascii
 
     def append(self, path: Path, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
+        line = json.dumps(record, ensure_ascii=self.ensure_ascii) + "\n"
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a+", encoding="utf-8") as f:
@@ -286,13 +390,20 @@ def summarize(
     for theme in sorted(sums):
         means = [v / counts[theme] for v in sums[theme]]
         row: dict[str, float] = dict(zip(proto.short_names, means, strict=True))
-        row["overall"] = sum(means) / len(means)
+        if proto.cap:  # Sparkle-Bench: mean of the dimension means
+            row["overall"] = sum(means) / len(means)
+        else:  # OpenVE-Bench: mean of every score of the edited type
+            row["overall"] = sum(sums[theme]) / (counts[theme] * len(means))
         row["count"] = counts[theme]
         themes[theme] = row
     macro: dict[str, float] = {}
-    if themes:
-        for key in (*proto.short_names, "overall"):
+    if themes:  # a plain mean over themes, whatever their sample counts (as the official scorers)
+        for key in proto.short_names:
             macro[key] = sum(t[key] for t in themes.values()) / len(themes)
+        if proto.cap:
+            macro["overall"] = sum(macro[k] for k in proto.short_names) / len(proto.short_names)
+        else:
+            macro["overall"] = sum(t["overall"] for t in themes.values()) / len(themes)
         macro["count"] = sum(counts.values())
     return {"protocol": proto.name, "dimensions": list(proto.dimensions), "themes": themes, "macro": macro}
 
@@ -342,6 +453,8 @@ class JudgeRun:
     failed: list[tuple[str, str]] = field(default_factory=list)
     unreadable_edited: list[tuple[str, str]] = field(default_factory=list)
     corrupt_lines: int = 0
+    #: Results with fewer frames than their source (after the 81-frame cap): ``(id, source, edited)``.
+    truncated: list[tuple[str, int, int]] = field(default_factory=list)
     results: ResultSet | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -360,11 +473,15 @@ class JudgeRun:
                 "failed": len(self.failed),
                 "unreadable_edited": len(self.unreadable_edited),
                 "corrupt_record_lines": self.corrupt_lines,
+                "truncated": len(self.truncated),
             },
             "problems": {
                 **problems,
                 "failed": [{"id": s, "reason": r} for s, r in self.failed],
                 "unreadable_edited": [{"id": s, "reason": r} for s, r in self.unreadable_edited],
+                "truncated": [
+                    {"id": s, "source_frames": a, "edited_frames": b} for s, a, b in self.truncated
+                ],
             },
             "record_files": {t: str(p) for t, p in self.record_files.items()},
             "summary": self.summary,
@@ -384,12 +501,13 @@ def _ask_with_retries(
     backoff_s: float,
     backoff_max_s: float,
     sleep: Callable[[float], None],
+    parse: str = "official",
 ) -> tuple[list[int], str]:
     last = "no attempt made"
     for attempt in range(max_attempts):
         try:
             reply = backend.ask(text, videos)
-            return proto.parse(reply), reply.strip()
+            return proto.parse(reply, parse), reply
         except ReplyError as e:
             last = f"unusable reply: {e}"
         except Exception as e:  # transport errors, timeouts, HTTP 5xx: retried the same way
@@ -417,7 +535,8 @@ def _judge_one(
     ]
     prompt = str(entry.row["prompt"])
     scores, reply = _ask_with_retries(backend, proto, proto.build_prompt(prompt, rubric), videos, **retry)
-    return {
+    reply = reply.strip()  # the official Sparkle-Bench scorer stores the stripped reply
+    record = {
         "id": entry.id,
         "prompt": prompt,
         "edit_type": entry.theme,
@@ -426,6 +545,10 @@ def _judge_one(
         "scores": scores,
         "result": reply,
     }
+    counts = frame_counts(entry)
+    if counts is not None:  # an extra key only on truncated results: other records stay official
+        record["truncated"] = {"source_frames": counts[0], "edited_frames": counts[1]}
+    return record
 
 
 def judge_results(
@@ -436,8 +559,9 @@ def judge_results(
     judge_model: str | None = None,
     protocol: str | JudgeProtocol = "sparkle",
     rubric: str | None = None,
+    parse: str = "official",
     concurrency: int = 8,
-    max_attempts: int = 4,
+    max_attempts: int = OFFICIAL_MAX_ATTEMPTS,
     backoff_s: float = 2.0,
     backoff_max_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
@@ -447,13 +571,19 @@ def judge_results(
 
     Records already in the score files are reused, not re-asked. A sample whose every attempt fails is
     reported by id in ``JudgeRun.failed`` (and asked again on the next run); nothing already answered is
-    lost when the run stops early.
+    lost when the run stops early. ``parse`` is ``"official"`` (default) or ``"lenient"``; the summary's
+    ``judge_settings`` names it and the rubric's hash, and a folder whose summary names other settings
+    is refused.
     """
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if concurrency < 1 or max_attempts < 1:
         raise JudgeConfigError("concurrency and max_attempts must be at least 1")
+    if parse not in PARSE_MODES:
+        raise JudgeConfigError(f"parse must be one of {PARSE_MODES}, got {parse!r}")
     model = judge_model or backend.model
     root = Path(save_dir)
+    settings = judge_settings(proto, parse, rubric)
+    check_settings(root / summary_file_name(model, proto.name), settings)
     rows = [dict(r) for r in rows]
     results = scan_results(root, rows)
     themes = sorted({str(r["theme"]) for r in rows})
@@ -474,6 +604,7 @@ def judge_results(
         "backoff_s": backoff_s,
         "backoff_max_s": backoff_max_s,
         "sleep": sleep,
+        "parse": parse,
     }
     bar = tqdm(total=len(pending), desc=f"judge {model} ({proto.name})", unit="pair", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=concurrency)
@@ -502,7 +633,15 @@ def judge_results(
         pool.shutdown(wait=not remaining, cancel_futures=True)
         bar.close()
     wanted = {e.id for e in results.entries}
-    run.summary = summarize([r for sid, r in done.items() if sid in wanted], proto)
+    kept = [r for sid, r in done.items() if sid in wanted]
+    run.truncated = sorted(
+        (str(r["id"]), int(r["truncated"]["source_frames"]), int(r["truncated"]["edited_frames"]))
+        for r in kept
+        if isinstance(r.get("truncated"), dict)
+    )
+    run.summary = summarize(kept, proto)
+    run.summary["judge_settings"] = settings
+    run.summary["truncated"] = len(run.truncated)
     return run
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..video import VideoReader
-from .judge import load_judge_records, summarize
+from .judge import load_judge_records, summarize, summary_file_name
 from .metrics import METRIC_NAMES
 from .results import EDITED_SUFFIX, find_edited_files
 from .rubric import get_protocol
@@ -49,6 +50,33 @@ class ResultSummary:
     judge_records: dict[str, dict] = field(default_factory=dict)
     metric_records: dict[str, dict] = field(default_factory=dict)
     edited_paths: dict[str, Path] = field(default_factory=dict)
+    #: Protocol, parse rule and rubric hash from the judge's summary file (empty when there is none).
+    judge_settings: dict[str, Any] = field(default_factory=dict)
+
+
+def read_judge_settings(path: Path) -> dict[str, Any]:
+    """``summary.judge_settings`` of a judge summary file, or ``{}``."""
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8"))["summary"]["judge_settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def settings_warning(summaries: Sequence[ResultSummary]) -> str:
+    """A sentence naming result sets judged with different parse rules or rubrics ('' when they agree)."""
+    seen = {s.name: s.judge_settings for s in summaries if s.judge}
+    distinct = {json.dumps(v, sort_keys=True) for v in seen.values()}
+    if len(distinct) <= 1:
+        return ""
+    parts = [
+        f"{name}: parse {v.get('parse', '?')}, rubric {str(v.get('rubric_sha256', '?'))[:12]}"
+        for name, v in seen.items()
+    ]
+    return (
+        "Warning: these result sets were judged with different settings, so their judge scores are not comparable: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def collect(
@@ -68,6 +96,7 @@ def collect(
         summary.judge_model = model
         summary.judge_records = {str(r["id"]): r for r in judged[model]}
         summary.judge = summarize(judged[model], protocol)
+        summary.judge_settings = read_judge_settings(root / summary_file_name(model, protocol))
     summary.metric_records = read_metric_records(root / METRICS_FILE)
     if summary.metric_records:
         summary.metrics = summarize_metrics(summary.metric_records.values())
@@ -300,12 +329,17 @@ def build_report(
     ]
     rows = {str(r["id"]): dict(r) for r in bench_rows or ()}
     markdown = leaderboard_markdown(summaries, protocol)
+    warning = settings_warning(summaries)
+    if warning:
+        logger.warning(warning)
+        markdown = f"{warning}\n\n{markdown}"
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <h2>Leaderboard</h2>
 <p>Judge columns: macro mean over themes (1-5, dimensions capped at Instruction Compliance). Metric columns:
 judge-free metrics (0-1, higher is better; BgDyn higher = livelier background).</p>
+{f"<p><strong>{html.escape(warning)}</strong></p>" if warning else ""}
 {_leaderboard_html(summaries, protocol)}
 <h2>Per theme</h2>
 {_charts(summaries)}

@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SparkleDataError
-from ..layout import BENCH_THEMES, bench_result_path
+from ..layout import BENCH_THEMES, bench_result_path, safe_relpath
 
 EDITED_SUFFIX = "_edited.mp4"
 
 
 def result_relpath(row: Mapping[str, Any]) -> str:
-    """The official relative result path of a bench row; ``SparkleDataError`` without a keyword."""
+    """The official relative result path of a bench row; ``SparkleDataError`` without a keyword.
+
+    Rows that carry their own ``result_relpath`` (OpenVE-Bench's flat ``{basename}_edited.mp4``) use it.
+    """
+    own = row.get("result_relpath")
+    if own:
+        try:
+            return safe_relpath(str(own))
+        except ValueError as e:
+            raise SparkleDataError(str(e), sample_id=str(row.get("id"))) from None
     theme, subtheme, scene = row.get("theme"), row.get("subtheme"), row.get("scene")
     if not theme or not subtheme or not scene:
         raise SparkleDataError(
@@ -127,6 +136,22 @@ def mp4_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+#: Results are compared over at most this many frames (the official inference cap).
+MAX_COMPARED_FRAMES = 81
+
+
+def frame_counts(entry: ResultEntry, max_frames: int = MAX_COMPARED_FRAMES) -> tuple[int, int] | None:
+    """``(source frames, edited frames)`` when the edit is shorter than its source after the
+    ``max_frames`` cap (an editor that drops frames is broken even if what it kept looks fine), else
+    ``None``. Reads container headers only."""
+    from ..video import VideoReader, as_video_reader
+
+    source = as_video_reader(entry.row["source_video"])
+    n_src = min(source.num_frames, max_frames)
+    n_edit = VideoReader(str(entry.path)).num_frames
+    return (n_src, n_edit) if n_edit < n_src else None
+
+
 def find_edited_files(save_dir: Path) -> list[str]:
     """Every ``*_edited.mp4`` under ``save_dir``, relative and POSIX-style."""
     out = []
@@ -170,12 +195,15 @@ def scan_results(
         else:
             result.entries.append(ResultEntry(row, path))
     themes = {rel.split("/", 1)[0] for rel in expected} | {str(r) for r in seen_themes}
-    # Results of bench themes not asked about are someone else's business; anything else is misplaced.
-    result.unexpected = [
-        p
-        for p in find_edited_files(root)
-        if p not in expected and (p.split("/", 1)[0] in themes or p.split("/", 1)[0] not in BENCH_THEMES)
-    ]
+    flat = bool(expected) and all("/" not in rel for rel in expected)
+    if flat:  # OpenVE-Bench: other edited types share the folder; only files in subfolders are misplaced
+        result.unexpected = [p for p in find_edited_files(root) if "/" in p]
+    else:  # results of bench themes not asked about are someone else's business; the rest is misplaced
+        result.unexpected = [
+            p
+            for p in find_edited_files(root)
+            if p not in expected and (p.split("/", 1)[0] in themes or p.split("/", 1)[0] not in BENCH_THEMES)
+        ]
     if strict_layout and not result.entries and not result.missing_source and result.unexpected:
         raise SparkleDataError(
             f"results folder holds {len(result.unexpected)} edited videos but none in the official layout "

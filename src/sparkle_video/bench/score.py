@@ -25,7 +25,7 @@ from ..errors import SparkleDataError
 from ..masks import load_mask
 from .judge import RecordWriter, load_judge_records
 from .metrics import METRIC_NAMES, MetricConfig, compute_metrics, spearman
-from .results import ResultEntry, ResultSet, scan_results
+from .results import MAX_COMPARED_FRAMES, ResultEntry, ResultSet, scan_results
 from .rubric import get_protocol
 
 logger = logging.getLogger("sparkle_video.bench")
@@ -136,6 +136,15 @@ class ScoreRun:
     def report(self) -> dict[str, Any]:
         counts = self.results.counts() if self.results else {}
         problems = self.results.problems() if self.results else {}
+        truncated = [
+            {
+                "id": r["id"],
+                "source_frames": min(r["source_frames"], MAX_COMPARED_FRAMES),
+                "edited_frames": r["edited_frames"],
+            }
+            for r in self.records
+            if r.get("truncated")
+        ]
         return {
             "save_dir": str(self.save_dir),
             "counts": {
@@ -143,8 +152,13 @@ class ScoreRun:
                 "computed": self.computed,
                 "reused": self.reused,
                 "failed": len(self.failed),
+                "truncated": len(truncated),
             },
-            "problems": {**problems, "failed": [{"id": s, "reason": r} for s, r in self.failed]},
+            "problems": {
+                **problems,
+                "failed": [{"id": s, "reason": r} for s, r in self.failed],
+                "truncated": truncated,
+            },
             "summary": self.summary,
             "judge_correlation": self.correlation,
         }

@@ -14,8 +14,26 @@ from typing import Any
 BENCH_HELP = "Sparkle-Bench source: local folder, fsspec URL or Hub repo id (default stdKonjac/Sparkle-Bench)"
 
 
+def _is_openve(args: argparse.Namespace) -> bool:
+    """OpenVE-Bench when asked for, or (``auto``) when ``--bench`` is or holds ``benchmark_videos.csv``."""
+    fmt = getattr(args, "bench_format", "sparkle")
+    if fmt == "auto":
+        from sparkle_video.bench.openve import is_openve_bench
+
+        return is_openve_bench(args.bench)
+    return fmt == "openve"
+
+
 def _load_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Bench rows as a list, plus the samples the loader had to skip (counted and named, never dropped)."""
+    if _is_openve(args):
+        from sparkle_video.bench.openve import load_openve_bench
+
+        types = None if args.edited_types == ["all"] else args.edited_types
+        rows, skipped = load_openve_bench(args.bench, types, limit=getattr(args, "limit", None))
+        for key, reason in skipped:
+            print(f"skipped {key}: {reason}", file=sys.stderr)
+        return rows, skipped
     from sparkle_video import SkipReport, load_sparkle_bench
 
     report = SkipReport()
@@ -68,9 +86,26 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 # -- judge ---------------------------------------------------------------------------------------
 def cmd_judge(args: argparse.Namespace) -> int:
-    from sparkle_video.bench.judge import JudgeConfigError, format_table, judge_results, make_backend
+    from sparkle_video.bench.judge import (
+        OFFICIAL_MAX_ATTEMPTS,
+        JudgeConfigError,
+        format_table,
+        judge_results,
+        make_backend,
+        summary_file_name,
+    )
+    from sparkle_video.bench.openve import OPENVE_MAX_ATTEMPTS, judge_openve
 
+    openve = _is_openve(args)
+    extra = {"api_version": args.api_version} if args.backend == "azure" else {}
+    if args.api_version and args.backend != "azure":
+        print("error: --api-version applies to --backend azure only", file=sys.stderr)
+        return 2
     try:  # the key is checked here, before the bench is loaded or anything is asked
+        if openve and args.backend != "gemini":
+            raise JudgeConfigError(
+                "OpenVE-Bench is judged by native Gemini with uploaded files: use --backend gemini"
+            )
         backend = make_backend(
             args.backend,
             args.model,
@@ -79,6 +114,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
             media=args.media,
             num_frames=args.num_frames,
             timeout=args.timeout,
+            **extra,
         )
     except JudgeConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -88,28 +124,47 @@ def cmd_judge(args: argparse.Namespace) -> int:
     status = 0
     combined = []
     for save_dir in args.results:
-        run = judge_results(
-            rows,
-            save_dir,
-            backend,
-            judge_model=args.judge_name,
-            protocol=args.protocol,
-            rubric=rubric,
-            concurrency=args.concurrency,
-            max_attempts=args.max_attempts,
-            backoff_s=args.backoff,
-        )
+        common = {
+            "judge_model": args.judge_name,
+            "rubric": rubric,
+            "parse": args.parse,
+            "concurrency": args.concurrency,
+            "backoff_s": args.backoff,
+        }
+        try:
+            if openve:
+                run = judge_openve(
+                    rows, save_dir, backend, max_attempts=args.max_attempts or OPENVE_MAX_ATTEMPTS, **common
+                )
+            else:
+                run = judge_results(
+                    rows,
+                    save_dir,
+                    backend,
+                    protocol=args.protocol,
+                    max_attempts=args.max_attempts or OFFICIAL_MAX_ATTEMPTS,
+                    **common,
+                )
+        except JudgeConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         report = run.report()
         report["bench_skipped"] = [{"id": k, "reason": r} for k, r in skipped]
         report["counts"]["bench_skipped"] = len(skipped)
-        name = f"{run.judge_model.replace('/', '_')}_{run.protocol}_summary.json"
-        _dump(report, str(Path(save_dir) / name))
+        _dump(report, str(Path(save_dir) / summary_file_name(run.judge_model, run.protocol)))
         combined.append(report)
-        print(f"== {save_dir} (judge {run.judge_model}, protocol {run.protocol})")
+        print(f"== {save_dir} (judge {run.judge_model}, protocol {run.protocol}, parse {args.parse})")
         print(format_table(run.summary))
+        if openve:
+            figures = run.summary["openve"]
+            cells = ", ".join(f"{k} {v:.2f}" for k, v in figures["per_edited_type"].items())
+            overall = "-" if figures["all"] is None else f"{figures['all']:.2f}"
+            print(f"official figures: all {overall}" + (f" ({cells})" if cells else ""))
         print("counts: " + ", ".join(f"{k}={v}" for k, v in report["counts"].items()))
         for sid, reason in run.failed + run.unreadable_edited:
             print(f"  not scored {sid}: {reason}")
+        for sid, n_src, n_edit in run.truncated:
+            print(f"  truncated {sid}: {n_edit} frames, source has {n_src}")
         if run.failed or run.unreadable_edited:
             status = 1
     _dump(combined if len(combined) > 1 else combined[0], args.json)
@@ -151,6 +206,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"rank correlation with judge {model}: {cells}")
     for sid, reason in run.failed:
         print(f"  not scored {sid}: {reason}")
+    for item in report["problems"].get("truncated", []):
+        print(f"  truncated {item['id']}: {item['edited_frames']} frames, source has {item['source_frames']}")
     _dump(report, args.json)
     return 1 if run.failed else 0
 
@@ -175,8 +232,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
-def _bench_selection(p: argparse.ArgumentParser) -> None:
+def _bench_selection(p: argparse.ArgumentParser, openve: bool = False) -> None:
     p.add_argument("--bench", required=True, help=BENCH_HELP)
+    if openve:
+        p.add_argument(
+            "--bench-format",
+            choices=("auto", "sparkle", "openve"),
+            default="auto",
+            help="bench layout (auto: OpenVE-Bench when --bench is or holds benchmark_videos.csv)",
+        )
+        p.add_argument(
+            "--edited-types",
+            nargs="+",
+            default=["background_change"],
+            help="OpenVE-Bench edited types to use ('all': every type the official scorer judges)",
+        )
     p.add_argument("--themes", nargs="+", default=None, help="only these themes (default: all four)")
     p.add_argument("--ids", nargs="+", default=None, help="only these sample ids")
     p.add_argument("--limit", type=int, default=None, help="at most this many samples")
@@ -190,7 +260,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
     p = sub.add_parser("infer", help="run an editor over the bench and save the official result layout")
-    _bench_selection(p)
+    _bench_selection(p, openve=True)
     p.add_argument(
         "--model", required=True, help="identity | static-background | SparkleEditPipeline folder or repo"
     )
@@ -203,20 +273,40 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="device for a model editor (default: cuda if available)")
     p.set_defaults(func=cmd_infer)
 
-    p = sub.add_parser("judge", help="score result folders with a VLM judge (OpenAI-compatible or Gemini)")
-    _bench_selection(p)
+    p = sub.add_parser(
+        "judge", help="score result folders with a VLM judge (Azure OpenAI, OpenAI-compatible or Gemini)"
+    )
+    _bench_selection(p, openve=True)
     p.add_argument("--results", nargs="+", required=True, help="result folders (save_dir)")
-    p.add_argument("--backend", choices=("openai", "gemini"), default="openai")
+    p.add_argument(
+        "--backend",
+        choices=("openai", "azure", "gemini"),
+        default="openai",
+        help="azure: the official Sparkle-Bench client (openai.AzureOpenAI); gemini: native google-genai "
+        "(required for OpenVE-Bench)",
+    )
     p.add_argument("--model", required=True, help="judge model name, e.g. gemini-2.5-pro")
     p.add_argument("--judge-name", default=None, help="name used in record file names (default: --model)")
     p.add_argument(
-        "--base-url", default=None, help="endpoint root (Azure v1, vLLM, any OpenAI-compatible server)"
+        "--base-url",
+        default=None,
+        help="endpoint root (vLLM or any OpenAI-compatible server; for azure the Azure endpoint, "
+        "default $AZURE_ENDPOINT)",
     )
     p.add_argument(
         "--api-key-env",
         default=None,
-        help="environment variable holding the key "
-        "(default OPENAI_API_KEY, or GEMINI_API_KEY/GOOGLE_API_KEY for gemini)",
+        help="environment variable holding the key (default OPENAI_API_KEY; GEMINI_API_KEY for azure; "
+        "GEMINI_API_KEY/GOOGLE_API_KEY for gemini)",
+    )
+    p.add_argument(
+        "--api-version", default=None, help="Azure API version (default 2024-03-01-preview, as official)"
+    )
+    p.add_argument(
+        "--parse",
+        choices=("official", "lenient"),
+        default="official",
+        help="reply parsing: the official scorer's rule (default) or a tolerant one",
     )
     p.add_argument(
         "--rubric", default=None, help="file with the rubric text ({edit_prompt} marks the instruction)"
@@ -230,11 +320,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--num-frames", type=int, default=8, help="frames per video with --media frames")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--max-attempts", type=int, default=4, help="attempts per sample (errors, bad replies)")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        help="attempts per sample (errors, bad replies); official: 20 for Sparkle-Bench, 3 for OpenVE-Bench",
+    )
     p.add_argument(
         "--backoff", type=float, default=2.0, help="seconds before the first retry (doubles each time)"
     )
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (official: 60)")
     p.add_argument("--json", default=None, help="also write the summary and counts to this JSON file")
     p.set_defaults(func=cmd_judge)
 

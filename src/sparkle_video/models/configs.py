@@ -1,8 +1,9 @@
 """Configs of the Kiwi-Sparkle architecture: full size (Wan2.2-TI2V-5B + Qwen2.5-VL-3B) and tiny.
 
-``tiny_pipeline`` builds a complete random-weight pipeline with the same code path in seconds on a CPU,
-including an offline tokenizer with Qwen's special tokens. ``full_size_components(device="meta")``
-builds the real architecture without allocating weights.
+``tiny_components`` builds random-weight components with the same classes and code path in seconds on
+a CPU, including an offline tokenizer with Qwen's special tokens (``sparkle_video.pipelines.tiny_pipeline``
+assembles them into a pipeline). ``full_size_components(device="meta")`` builds the real architecture
+without allocating weights.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ QWEN_SPECIAL_TOKENS = (
 
 def make_scheduler() -> FlowMatchEulerDiscreteScheduler:
     """diffusers' flow-matching Euler scheduler set up as Kiwi-Edit's sampler (static shift 5)."""
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=SAMPLER_SHIFT, use_dynamic_shifting=False)
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=SAMPLER_SHIFT, use_dynamic_shifting=False
+    )
 
 
 def sampler_sigmas(num_inference_steps: int, sigma_min: float = SIGMA_MIN) -> np.ndarray:
@@ -129,25 +132,59 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
     tokenizer = tiny_tokenizer()
     dim, z_dim = 16, 8
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=z_dim, out_channels=z_dim,
-        text_dim=32, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=64,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=z_dim,
+        out_channels=z_dim,
+        text_dim=32,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+        rope_max_seq_len=64,
     )
     vae = AutoencoderKLWan(
-        base_dim=8, decoder_base_dim=8, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-        temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-        scale_factor_spatial=16, scale_factor_temporal=4, latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
+        base_dim=8,
+        decoder_base_dim=8,
+        z_dim=z_dim,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        # not 0 / 1, so that the latent normalisation is exercised wherever the tiny model runs
+        latents_mean=[round(-0.35 + 0.1 * i, 2) for i in range(z_dim)],
+        latents_std=[round(0.6 + 0.3 * i, 2) for i in range(z_dim)],
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     qwen = {
         "text_config": {
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "num_key_value_heads": 1, "vocab_size": len(tokenizer), "max_position_embeddings": 4096,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 4096,
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]},
-            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
         },
         "vision_config": {
-            "depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
             "fullatt_block_indexes": [0],
         },
         "image_token_id": ids["<|image_pad|>"],
@@ -156,8 +193,15 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
         "vision_end_token_id": ids["<|vision_end|>"],
     }
     mllm_encoder = SparkleMLLMEncoder(
-        qwen_config=qwen, dit_dim=dim, num_image_queries=4, num_video_queries=8, num_ref_queries=8,
-        max_frames=4, max_pixels_per_frame=56 * 56, max_ref_pixels=56 * 56, min_pixels_per_frame=56 * 56,
+        qwen_config=qwen,
+        dit_dim=dim,
+        num_image_queries=4,
+        num_video_queries=8,
+        num_ref_queries=8,
+        max_frames=4,
+        max_pixels_per_frame=56 * 56,
+        max_ref_pixels=56 * 56,
+        min_pixels_per_frame=56 * 56,
     )
     # random (not zero) embedders so that conditioning visibly matters in tests
     source_embedder = SparkleConditionEmbedder(in_channels=z_dim, dim=dim, zero_init=False)
@@ -174,13 +218,6 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
         "source_embedder": source_embedder,
         "ref_embedder": ref_embedder,
     }
-
-
-def tiny_pipeline(seed: int = 0) -> Any:
-    """A complete random-weight ``SparkleEditPipeline`` with tiny configs (CPU, seconds)."""
-    from ..pipelines import SparkleEditPipeline
-
-    return SparkleEditPipeline(**tiny_components(seed))
 
 
 def full_size_components(device: str = "meta") -> dict[str, Any]:

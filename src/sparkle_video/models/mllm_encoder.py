@@ -23,6 +23,12 @@ from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from .qwen_video import VIDEO_MIN_PIXELS, patchify_image, patchify_video, sample_encoder_frames
 
+#: Per-image budget of Qwen's vision utilities when a message sets none (16384 tokens of 28x28 pixels);
+#: a single-frame source is sent this way, as an image.
+IMAGE_MAX_PIXELS = 16384 * 28 * 28
+#: Reference-image budget of the Wan2.2-5B recipe (``max_object_token=768`` tokens of 28x28 pixels).
+REF_MAX_PIXELS = 768 * 28 * 28
+
 SYSTEM_PROMPT = (
     "You will be given an image and instruction. Please describe the content of the image in detail "
     "based on instruction in your own words."
@@ -38,9 +44,15 @@ def connector(hidden: int, dim: int) -> nn.Sequential:
     return mlp
 
 
-def chat_text(system_prompt: str, instruction: str, num_queries: int, video: bool = True, ref_image: bool = False) -> str:
+def chat_text(
+    system_prompt: str, instruction: str, num_queries: int, video: bool = True, ref_image: bool = False
+) -> str:
     """The Qwen chat rendering of ``[system] [user: video, instruction, (ref image), placeholders]``."""
-    user = "<|vision_start|><|video_pad|><|vision_end|>" if video else "<|vision_start|><|image_pad|><|vision_end|>"
+    user = (
+        "<|vision_start|><|video_pad|><|vision_end|>"
+        if video
+        else "<|vision_start|><|image_pad|><|vision_end|>"
+    )
     user += instruction + (REF_SUFFIX if ref_image else "")
     if ref_image:
         user += "<|vision_start|><|image_pad|><|vision_end|>"
@@ -63,9 +75,10 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
         num_ref_queries: int = 512,
         max_frames: int = 16,
         max_pixels_per_frame: int = 512 * 512,
-        max_ref_pixels: int = 28 * 28 * 512,
+        max_ref_pixels: int = REF_MAX_PIXELS,
         system_prompt: str = SYSTEM_PROMPT,
         min_pixels_per_frame: int = VIDEO_MIN_PIXELS,
+        max_image_pixels: int = IMAGE_MAX_PIXELS,
     ):
         super().__init__()
         self.mllm = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**(qwen_config or {})))
@@ -101,7 +114,9 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
                 return output
             per_row = mask.sum(-1)
             if not bool((per_row == queries.shape[0]).all()):
-                raise ValueError(f"expected {queries.shape[0]} query placeholders per prompt, got {per_row.tolist()}")
+                raise ValueError(
+                    f"expected {queries.shape[0]} query placeholders per prompt, got {per_row.tolist()}"
+                )
             out = output.clone()
             out[mask] = queries.to(out.dtype).repeat(ids.shape[0], 1)
             return out
@@ -121,6 +136,8 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
     ) -> torch.Tensor:
         """Context for one instruction on one ``(T, H, W, 3) uint8`` video -> ``(1, Q, dit_dim)``.
 
+        A single frame without a reference is sent as an *image* message with the image queries (what
+        the released encoder does for image edits); anything else as a video with the video queries.
         With ``ref_image`` (``(H, W, 3) uint8``, as the user gave it), the instruction gets Kiwi-Edit's
         reference suffix, the image follows it, the reference queries are used, and the reference
         image's own hidden states, through ``ref_connector``, are put before the query context.
@@ -128,23 +145,44 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
         cfg = self.config
         vcfg = self.mllm.config.vision_config
         device = self.device
-        picked = frames[sample_encoder_frames(len(frames), cfg.max_frames)]
-        pixels, grid = patchify_video(
-            picked, vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size, cfg.max_pixels_per_frame,
-            cfg.min_pixels_per_frame,
-        )
         merge = vcfg.spatial_merge_size**2
         use_ref = ref_image is not None
-        queries = self.ref_queries if use_ref else self.video_queries
-        text = chat_text(cfg.system_prompt, instruction, queries.shape[0], video=True, ref_image=use_ref)
-        text = text.replace("<|video_pad|>", "<|video_pad|>" * int(grid.prod() // merge), 1)
-        kwargs: dict[str, Any] = {
-            "pixel_values_videos": pixels.to(device, self.dtype),
-            "video_grid_thw": grid.to(device),
-        }
+        as_image = len(frames) == 1 and not use_ref
+        if as_image:
+            pixels, grid = patchify_image(
+                np.asarray(frames[0]),
+                vcfg.patch_size,
+                vcfg.spatial_merge_size,
+                vcfg.temporal_patch_size,
+                cfg.max_image_pixels,
+            )
+            queries = self.image_queries
+            text = chat_text(cfg.system_prompt, instruction, queries.shape[0], video=False)
+            text = text.replace("<|image_pad|>", "<|image_pad|>" * int(grid.prod() // merge), 1)
+            kwargs: dict[str, Any] = {
+                "pixel_values": pixels.to(device, self.dtype),
+                "image_grid_thw": grid.to(device),
+            }
+        else:
+            picked = frames[sample_encoder_frames(len(frames), cfg.max_frames)]
+            pixels, grid = patchify_video(
+                picked,
+                vcfg.patch_size,
+                vcfg.spatial_merge_size,
+                vcfg.temporal_patch_size,
+                cfg.max_pixels_per_frame,
+                cfg.min_pixels_per_frame,
+            )
+            queries = self.ref_queries if use_ref else self.video_queries
+            text = chat_text(cfg.system_prompt, instruction, queries.shape[0], video=True, ref_image=use_ref)
+            text = text.replace("<|video_pad|>", "<|video_pad|>" * int(grid.prod() // merge), 1)
+            kwargs = {"pixel_values_videos": pixels.to(device, self.dtype), "video_grid_thw": grid.to(device)}
         if use_ref:
             ref_pixels, ref_grid = patchify_image(
-                np.asarray(ref_image), vcfg.patch_size, vcfg.spatial_merge_size, vcfg.temporal_patch_size,
+                np.asarray(ref_image),
+                vcfg.patch_size,
+                vcfg.spatial_merge_size,
+                vcfg.temporal_patch_size,
                 cfg.max_ref_pixels,
             )
             parts = text.rsplit("<|image_pad|>", 1)
@@ -169,11 +207,17 @@ class SparkleMLLMEncoder(ModelMixin, ConfigMixin):
             row = input_ids[0]
             last_start = int((row == start).nonzero()[-1])
             last_end = last_start + int((row[last_start:] == end).nonzero()[0])
-            ref_features = self.ref_connector(hidden[:, last_start + 1 : last_end].to(self.connector[0].weight.dtype))
+            ref_features = self.ref_connector(
+                hidden[:, last_start + 1 : last_end].to(self.connector[0].weight.dtype)
+            )
             context = torch.cat([ref_features, context], dim=1)
         return context
 
     def encode_batch(
-        self, tokenizer: Any, frames: np.ndarray, instructions: Sequence[str], ref_image: np.ndarray | None = None
+        self,
+        tokenizer: Any,
+        frames: np.ndarray,
+        instructions: Sequence[str],
+        ref_image: np.ndarray | None = None,
     ) -> torch.Tensor:
         return torch.cat([self.encode(tokenizer, frames, text, ref_image) for text in instructions])

@@ -23,8 +23,9 @@ IMAGE_MIN_PIXELS = 4 * 28 * 28
 VIDEO_MIN_PIXELS = 128 * 28 * 28
 
 
-def qwen_frame_size(height: int, width: int, factor: int = 28, min_pixels: int = IMAGE_MIN_PIXELS,
-                    max_pixels: int = 512 * 512) -> tuple[int, int]:
+def qwen_frame_size(
+    height: int, width: int, factor: int = 28, min_pixels: int = IMAGE_MIN_PIXELS, max_pixels: int = 512 * 512
+) -> tuple[int, int]:
     """Qwen's ``smart_resize``: nearest multiples of ``factor`` whose area lies in the pixel budget."""
     if max(height, width) / max(1, min(height, width)) > 200:
         raise ValueError(f"aspect ratio of {width}x{height} is beyond Qwen's limit of 200")
@@ -41,8 +42,9 @@ def qwen_frame_size(height: int, width: int, factor: int = 28, min_pixels: int =
     return h, w
 
 
-def video_frame_size(height: int, width: int, factor: int = 28, max_pixels: int = 512 * 512,
-                     min_pixels: int = VIDEO_MIN_PIXELS) -> tuple[int, int]:
+def video_frame_size(
+    height: int, width: int, factor: int = 28, max_pixels: int = 512 * 512, min_pixels: int = VIDEO_MIN_PIXELS
+) -> tuple[int, int]:
     """Size of video frames as Qwen's vision utilities produce it.
 
     Each frame is first fitted like an image (at least 4 tokens, at most ``max_pixels``), and the
@@ -92,14 +94,27 @@ def patchify_video(
         resized = np.concatenate([resized, np.repeat(resized[-1:], pad, axis=0)])
     x = torch.from_numpy(resized).permute(0, 3, 1, 2)  # T, C, H, W
     gt, gh, gw = x.shape[0] // temporal_patch_size, h // patch_size, w // patch_size
-    x = x.reshape(gt, temporal_patch_size, 3, gh // merge_size, merge_size, patch_size, gw // merge_size, merge_size, patch_size)
+    x = x.reshape(
+        gt,
+        temporal_patch_size,
+        3,
+        gh // merge_size,
+        merge_size,
+        patch_size,
+        gw // merge_size,
+        merge_size,
+        patch_size,
+    )
     x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
     pixels = x.reshape(gt * gh * gw, 3 * temporal_patch_size * patch_size * patch_size)
     return pixels.contiguous(), torch.tensor([[gt, gh, gw]])
 
 
 def patchify_image(
-    image: np.ndarray, patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2,
+    image: np.ndarray,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    temporal_patch_size: int = 2,
     max_pixels: int = 28 * 28 * 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(H, W, 3) uint8`` -> (``pixel_values`` , ``image_grid_thw``): the image repeated over one temporal patch."""

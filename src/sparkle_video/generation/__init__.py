@@ -1,0 +1,1 @@
+"""The Sparkle data-generation pipeline: five stages, pluggable model backends, local or Ray executors."""

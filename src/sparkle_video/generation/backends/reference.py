@@ -1,0 +1,525 @@
+"""Classical CPU reference backends for every model role: no weights, no network, deterministic.
+
+They make a real, if plain, background-replacement pair from a fixed-camera clip, so the whole pipeline
+runs end to end offline, in CI and on a laptop:
+
+* VLM: instructions from the taxonomy's templates; grounding from a background model of the fixed-camera
+  clip (pixels that depart from the temporal median are the moving foreground); the camera check reuses
+  stage 1's global-motion statistics.
+* Image editor: a procedural themed background behind a GrabCut estimate of the subject (edit), and
+  OpenCV inpainting (erase).
+* Image-to-video: procedural motion (drift, sway, ripple, fog, flicker, weather particles).
+* Segmenter: GrabCut seeded by the box on the anchor frame, propagated both ways with dense optical flow
+  and kept on what departs from the background model.
+* Control video: compositing of the source foreground over the background video with feathered mask
+  edges and a colour/lighting shift towards the new background.
+* Scorer: judge-free image statistics mapped onto EditScore's 0-10 fields; a sanity gate that rejects
+  blank, unchanged or broken outputs, not a judge of taste.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from ...masks import pixels_to_qwen_box
+from .. import taxonomy
+from ..camera import check_camera
+from ..settings import CameraThresholds
+from .protocols import (
+    Box,
+    CameraJudgement,
+    ControlInputs,
+    EditScore,
+    GroundedObject,
+    Instruction,
+    Resources,
+)
+from .render import animate_image, look_for_prompt, prompt_seed, render_background
+
+#: Reference backends are light: several fit on one CPU, so a 2-core Ray node can hold every stage.
+LIGHT = Resources(num_gpus=0.0, num_cpus=0.25)
+
+
+class _FromConfig:
+    """``from_config`` for the dataclass backends below (the registry has already checked the keys)."""
+
+    resources: ClassVar[Resources] = LIGHT
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> Any:
+        return cls(**dict(options))
+
+
+def scale_to_width(image: np.ndarray, width: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    h, w = image.shape[:2]
+    if w <= width:
+        return image
+    return cv2.resize(image, (width, max(2, round(h * width / w))), interpolation=interpolation)
+
+
+def background_model(frames: np.ndarray, max_samples: int = 21) -> np.ndarray:
+    """Temporal median of up to ``max_samples`` evenly spaced frames: the fixed camera's empty scene."""
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), max_samples)).round().astype(int))
+    return np.median(frames[idx], axis=0).astype(np.uint8)
+
+
+def difference(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Per-pixel colour distance (max over channels, lightly blurred) in grey levels."""
+    d = np.abs(frame.astype(np.int16) - background.astype(np.int16)).max(axis=-1).astype(np.uint8)
+    return cv2.GaussianBlur(d, (5, 5), 0)
+
+
+def clean_mask(mask: np.ndarray, open_px: int = 2, close_px: int = 5) -> np.ndarray:
+    m = mask.astype(np.uint8)
+    if open_px:
+        m = cv2.morphologyEx(
+            m, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (open_px * 2 + 1,) * 2)
+        )
+    if close_px:
+        m = cv2.morphologyEx(
+            m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px * 2 + 1,) * 2)
+        )
+    return m.astype(bool)
+
+
+def object_boxes(
+    mask: np.ndarray, min_area: float = 0.004, max_objects: int = 3
+) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes of the largest blobs of ``mask`` (parts closer than ~4% of the width are merged)."""
+    h, w = mask.shape
+    k = max(3, w // 25) | 1
+    merged = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, labels = cv2.connectedComponents(merged, connectivity=8)
+    found = []
+    for i in range(1, n):
+        part = (labels == i) & mask
+        area = int(part.sum())
+        if area < min_area * h * w:
+            continue
+        ys, xs = np.nonzero(part)
+        found.append((area, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
+    found.sort(key=lambda item: (-item[0], item[1]))
+    return [box for _, box in found[:max_objects]]
+
+
+def grow_box(
+    box: tuple[int, int, int, int], width: int, height: int, margin: float = 0.2
+) -> tuple[int, int, int, int]:
+    """``box`` enlarged by ``margin`` of its size on each side, and down to the frame's bottom edge when it
+    comes close to it (a subject cut by the frame's edge moves most at the top: head and hands)."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    bottom = height if y2 + dy >= height * 0.65 else y2 + dy
+    return (max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(width, int(x2 + dx)), min(height, int(bottom)))
+
+
+def subject_labels(count: int) -> list[str]:
+    return ["moving subject" if i == 0 else f"moving subject {i + 1}" for i in range(count)]
+
+
+def describe_scene(frame: np.ndarray) -> str:
+    """A short, plain description of a frame from its brightness and dominant hue."""
+    small = scale_to_width(frame, 64)
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float32)
+    value, sat = hsv[:, 2].mean() / 255, hsv[:, 1].mean() / 255
+    light = "dim" if value < 0.35 else "bright" if value > 0.65 else "evenly lit"
+    if sat < 0.15:
+        tone = "muted grey"
+    else:
+        hue = float(np.median(hsv[:, 0])) * 2
+        names = [
+            (20, "red"),
+            (45, "orange"),
+            (70, "yellow"),
+            (160, "green"),
+            (200, "cyan"),
+            (260, "blue"),
+            (330, "purple"),
+        ]
+        tone = next((n for limit, n in names if hue < limit), "red")
+    return f"a {light} scene with mostly {tone} tones, filmed by a fixed camera"
+
+
+@dataclass
+class ReferenceVLM(_FromConfig):
+    """Templates for instructions, a background model for grounding, flow statistics for the camera."""
+
+    work_width: int = 256
+    threshold: int = 28
+    max_objects: int = 3
+
+    def compose_instruction(
+        self, frame0: np.ndarray, theme: str, chosen_keyword: str, *, seed: int = 0
+    ) -> Instruction:
+        if taxonomy.lookup(chosen_keyword) is not None:
+            prompt = taxonomy.compose_prompt(theme, chosen_keyword, seed)
+        else:
+            scene = chosen_keyword.split(": ", 1)[-1]
+            prompt = f"Replace the background with {scene}, with gentle natural motion in the background."
+        return Instruction(prompt=prompt, original_scene=describe_scene(frame0))
+
+    def _foreground(self, frames: np.ndarray, background: np.ndarray) -> list[np.ndarray]:
+        return [clean_mask(difference(f, background) > self.threshold) for f in frames]
+
+    def ground_clip(self, frames: np.ndarray) -> list[GroundedObject]:
+        """Round 1 with the whole clip at hand: the moving blobs of frame 0 against the clip's median."""
+        small = np.stack([scale_to_width(f, self.work_width) for f in frames])
+        fg = self._foreground(small[:1], background_model(small))[0]
+        h, w = fg.shape
+        boxes = [grow_box(b, w, h) for b in object_boxes(fg, max_objects=self.max_objects)]
+        return [
+            GroundedObject(label, pixels_to_qwen_box(box, w, h))
+            for label, box in zip(subject_labels(len(boxes)), boxes, strict=True)
+        ]
+
+    def ground(self, frame: np.ndarray) -> list[GroundedObject]:
+        """One frame only (no motion to read): GrabCut from a centred box, the usual subject position."""
+        small = scale_to_width(frame, self.work_width)
+        h, w = small.shape[:2]
+        fg = grabcut_rect(small, (w // 5, h // 20, w - w // 5, h - 1))
+        boxes = object_boxes(fg, max_objects=1)
+        return [
+            GroundedObject(label, pixels_to_qwen_box(b, w, h))
+            for label, b in zip(subject_labels(1), boxes, strict=False)
+        ]
+
+    def relocate(self, frames: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[GroundedObject]]:
+        """Per frame, the k-th largest moving blob answers the k-th label (empty box when missing)."""
+        small = np.stack([scale_to_width(np.asarray(f), self.work_width) for f in frames])
+        background = background_model(small)
+        out = []
+        for fg in self._foreground(small, background):
+            h, w = fg.shape
+            boxes = [grow_box(b, w, h) for b in object_boxes(fg, max_objects=len(labels))]
+            out.append(
+                [
+                    GroundedObject(label, pixels_to_qwen_box(boxes[i], w, h) if i < len(boxes) else ())
+                    for i, label in enumerate(labels)
+                ]
+            )
+        return out
+
+    def judge_static_camera(self, frames: Sequence[np.ndarray]) -> CameraJudgement:
+        report = check_camera(np.stack([np.asarray(f) for f in frames]), CameraThresholds(pair_gap=1))
+        return CameraJudgement(report.static, report.reason)
+
+
+def grabcut_rect(image: np.ndarray, rect: tuple[int, int, int, int], iterations: int = 3) -> np.ndarray:
+    """GrabCut foreground inside pixel box ``rect`` (x1, y1, x2, y2); the box itself if GrabCut fails."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in rect)
+    x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
+    out = np.zeros((h, w), bool)
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        out[y1:y2, x1:x2] = True
+        return out
+    mask = np.zeros((h, w), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, mask, (x1, y1, x2 - x1, y2 - y1), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        out[y1:y2, x1:x2] = True
+        return out
+    out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    if not out.any():
+        out[y1:y2, x1:x2] = True
+    return out
+
+
+def grabcut_seeded(
+    image: np.ndarray, box: tuple[int, int, int, int], seeds: np.ndarray, iterations: int = 3
+) -> np.ndarray:
+    """GrabCut inside ``box`` with ``seeds`` (likely-foreground pixels) marked as probable foreground."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    if not seeds[y1:y2, x1:x2].any():
+        return grabcut_rect(image, box, iterations)
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[y1:y2, x1:x2] = cv2.GC_PR_BGD
+    inside = np.zeros((h, w), bool)
+    inside[y1:y2, x1:x2] = True
+    mask[seeds & inside] = cv2.GC_PR_FGD
+    core = cv2.erode(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & inside
+    mask[core] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return seeds & inside
+    out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    return out if out.any() else seeds & inside
+
+
+def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Soft alpha in [0, 1] from a boolean mask, with edges blurred by ``sigma`` pixels."""
+    alpha = mask.astype(np.float32)
+    if sigma > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
+    return alpha
+
+
+def harmonise(
+    foreground: np.ndarray, background: np.ndarray, fg_mask: np.ndarray, strength: float
+) -> np.ndarray:
+    """Shift the foreground's Lab mean part of the way towards the background's (relighting, cheaply)."""
+    fg_lab = cv2.cvtColor(foreground, cv2.COLOR_RGB2LAB).astype(np.float32)
+    bg_lab = cv2.cvtColor(background, cv2.COLOR_RGB2LAB).astype(np.float32)
+    if not fg_mask.any() or fg_mask.all():
+        return foreground
+    shift = (bg_lab[~fg_mask].mean(axis=0) - fg_lab[fg_mask].mean(axis=0)) * strength
+    shift[0] *= 0.6  # lightness moves less than colour: keep the subject readable
+    out = np.clip(fg_lab + shift, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
+
+
+def composite(foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha[..., None]
+    return np.clip(
+        foreground.astype(np.float32) * a + background.astype(np.float32) * (1 - a) + 0.5, 0, 255
+    ).astype(np.uint8)
+
+
+@dataclass
+class ReferenceImageEditor(_FromConfig):
+    """Edit: the subject (GrabCut from a centred box) over a painted themed background. Erase: inpainting."""
+
+    work_width: int = 320
+    harmonise_strength: float = 0.25
+    inpaint_radius: int = 5
+
+    def subject_mask(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        small = scale_to_width(image, self.work_width)
+        sh, sw = small.shape[:2]
+        fg = grabcut_rect(small, (sw // 6, sh // 20, sw - sw // 6, sh))
+        fg = clean_mask(fg, 1, 3)
+        return cv2.resize(fg.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    def edit(self, image: np.ndarray, prompt: str, *, seed: int = 0) -> np.ndarray:
+        h, w = image.shape[:2]
+        background = render_background(look_for_prompt(prompt), h, w, prompt_seed(prompt, seed))
+        fg = self.subject_mask(image)
+        subject = harmonise(image, background, fg, self.harmonise_strength)
+        return composite(subject, background, feather(fg, max(1.0, w / 640)))
+
+    def erase(self, image: np.ndarray, mask: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
+        h, w = image.shape[:2]
+        grow = max(3, w // 100) | 1
+        hole = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+        if not hole.any():
+            return image.copy()
+        small = scale_to_width(image, self.work_width)
+        sh, sw = small.shape[:2]
+        small_hole = cv2.resize(hole, (sw, sh), interpolation=cv2.INTER_NEAREST)
+        small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+        filled = cv2.inpaint(small, small_hole, self.inpaint_radius, cv2.INPAINT_TELEA)
+        filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC)
+        return composite(filled, image, feather(hole.astype(bool), max(1.0, w / 320)))
+
+
+@dataclass
+class ReferenceImageToVideo(_FromConfig):
+    """Procedural motion chosen by the instruction's scene (see ``render.animate_image``)."""
+
+    def animate(self, image: np.ndarray, prompt: str, *, num_frames: int = 81, seed: int = 0) -> np.ndarray:
+        return animate_image(image, look_for_prompt(prompt), num_frames, prompt_seed(prompt, seed) + 1)
+
+
+class _ClipCache:
+    """Per-clip work (small frames, background model, flows) shared by the passes of one clip."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: dict[str, Any] = {}
+
+    def get(self, frames: np.ndarray, work_width: int) -> dict[str, Any]:
+        probe = np.ascontiguousarray(
+            frames[:, :: max(1, frames.shape[1] // 7), :: max(1, frames.shape[2] // 7)]
+        )
+        key = (frames.shape, work_width, hash(probe.tobytes()))
+        if key != self.key:
+            small = np.stack([scale_to_width(f, work_width) for f in frames])
+            gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small])
+            background = background_model(small)
+            self.key, self.value = (
+                key,
+                {
+                    "small": small,
+                    "gray": gray,
+                    "diff": np.stack([difference(f, background) for f in small]),
+                    "flow": {},
+                },
+            )
+        return self.value
+
+
+@dataclass
+class ReferenceSegmenter(_FromConfig):
+    """GrabCut on the anchor frame, propagated with DIS optical flow and the background model."""
+
+    work_width: int = 256
+    high: int = 30
+
+    def __post_init__(self) -> None:
+        self._cache = _ClipCache()
+
+    def _flow(self, clip: dict[str, Any], src: int, dst: int) -> np.ndarray:
+        """Flow that maps each pixel of frame ``dst`` to where it was in frame ``src``."""
+        key = (src, dst)
+        if key not in clip["flow"]:
+            dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+            clip["flow"][key] = dis.calc(clip["gray"][dst], clip["gray"][src], None)
+        return clip["flow"][key]
+
+    def _propagate(self, clip: dict[str, Any], mask: np.ndarray, src: int, dst: int) -> np.ndarray:
+        """Carry ``mask`` from frame ``src`` to ``dst`` along the flow, growing it into nearby pixels that
+        clearly depart from the background model (a limb that starts to move)."""
+        h, w = mask.shape
+        flow = self._flow(clip, src, dst)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        warped = (
+            cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
+        )
+        near = cv2.dilate(warped.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        return clean_mask(warped | (near & (clip["diff"][dst] > self.high)), 1, 3)
+
+    def segment(self, frames: np.ndarray, anchor: int, boxes: Sequence[Box]) -> np.ndarray:
+        frames = np.asarray(frames)
+        t, h, w = frames.shape[:3]
+        clip = self._cache.get(frames, self.work_width)
+        small = clip["small"]
+        sh, sw = small.shape[1:3]
+        sx, sy = sw / w, sh / h
+        out = np.zeros((len(boxes), t, h, w), bool)
+        for n, box in enumerate(boxes):
+            x1, y1, x2, y2 = box
+            sbox = (
+                int(x1 * sx),
+                int(y1 * sy),
+                max(int(x1 * sx) + 1, round(x2 * sx)),
+                max(int(y1 * sy) + 1, round(y2 * sy)),
+            )
+            seeds = clip["diff"][anchor] > self.high
+            masks = np.zeros((t, sh, sw), bool)
+            masks[anchor] = clean_mask(grabcut_seeded(small[anchor], sbox, seeds), 1, 3)
+            for i in range(anchor + 1, t):
+                masks[i] = self._propagate(clip, masks[i - 1], i - 1, i)
+            for i in range(anchor - 1, -1, -1):
+                masks[i] = self._propagate(clip, masks[i + 1], i + 1, i)
+            for i in range(t):
+                up = cv2.resize(masks[i].astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR)
+                out[n, i] = up > 127
+        return out
+
+
+@dataclass
+class ReferenceControlVideo(_FromConfig):
+    """The source foreground composited over the background video, feathered and relit."""
+
+    harmonise_strength: float = 0.3
+    feather_px: float = 1.5
+
+    def generate(self, inputs: ControlInputs, *, seed: int = 0) -> np.ndarray:
+        source, background, mask = inputs.source_video, inputs.background_video, inputs.foreground_mask
+        t, h, w = source.shape[:3]
+        if background.shape[:3] != (t, h, w) or mask.shape != (t, h, w):
+            raise ValueError(
+                f"stage 5 inputs disagree: source {source.shape}, background {background.shape}, mask {mask.shape}"
+            )
+        out = np.empty_like(source)
+        # one relighting shift per clip (measured on frame 0) keeps the subject's colour steady
+        ref = 0
+        fg_lab = cv2.cvtColor(source[ref], cv2.COLOR_RGB2LAB).astype(np.float32)
+        bg_lab = cv2.cvtColor(background[ref], cv2.COLOR_RGB2LAB).astype(np.float32)
+        m0 = mask[ref]
+        shift = np.zeros(3, np.float32)
+        if m0.any() and not m0.all():
+            shift = (bg_lab[~m0].mean(axis=0) - fg_lab[m0].mean(axis=0)) * self.harmonise_strength
+            shift[0] *= 0.6
+        for i in range(t):
+            lab = cv2.cvtColor(source[i], cv2.COLOR_RGB2LAB).astype(np.float32) + shift
+            relit = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+            out[i] = composite(relit, background[i], feather(mask[i], self.feather_px * w / 1280 * 2))
+        return out
+
+
+@dataclass
+class ReferenceScorer(_FromConfig):
+    """Judge-free statistics on EditScore's scale (0-10): a gate against blank, unchanged or broken edits.
+
+    * ``prompt_following``: did the picture change as asked? For a replacement, how much the
+      surroundings changed; for a removal ("Remove ..."), whether at least 2% of the picture changed.
+    * ``consistency``: did what should stay, stay? The share of pixels whose local structure (SSIM)
+      survived: at least 40% of the centre for a replacement (the subject usually stands there), 60%
+      of the whole picture for a removal.
+    * ``perceptual_quality``: detail (gradient energy) and no clipped or flat picture.
+    """
+
+    work_width: int = 256
+
+    def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore:
+        src = scale_to_width(np.asarray(source), self.work_width)
+        edt = np.asarray(edited)
+        if edt.shape[:2] != src.shape[:2]:
+            edt = cv2.resize(edt, (src.shape[1], src.shape[0]), interpolation=cv2.INTER_AREA)
+        h, w = src.shape[:2]
+        centre = np.zeros((h, w), np.uint8)
+        cv2.ellipse(centre, (w // 2, h // 2), (max(1, w // 5), max(1, int(h * 0.42))), 0, 0, 360, 1, -1)
+        centre = centre.astype(bool)
+        removal = prompt.strip().lower().startswith(("remove", "erase"))
+        diff = np.abs(src.astype(np.float32) - edt.astype(np.float32)).mean(axis=-1)
+        if removal:  # something went (>= 2% of the picture changed) and the rest stayed
+            prompt_following = 10 * min(1.0, float((diff > 20).mean()) / 0.02)
+            kept = kept_fraction(src, edt, np.ones((h, w), bool))
+            consistency = 10 * min(1.0, kept / 0.6)
+        else:  # the surroundings changed and the subject (usually in the centre) stayed
+            prompt_following = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
+            kept = kept_fraction(src, edt, centre)
+            consistency = 10 * min(1.0, kept / 0.4)
+        gray = cv2.cvtColor(edt, cv2.COLOR_RGB2GRAY)
+        detail = float(np.abs(cv2.Laplacian(gray, cv2.CV_32F)).mean())
+        clipped = float(((gray <= 2) | (gray >= 253)).mean())
+        perceptual = 10 * min(1.0, detail / 3.0) * (1 - min(1.0, max(0.0, clipped - 0.2) * 2))
+        pf, sc, pq = (round(float(np.clip(v, 0, 10)), 3) for v in (prompt_following, consistency, perceptual))
+        overall = round(
+            min(pf, sc, pq) ** 0.5 * ((pf + sc + pq) / 3) ** 0.5, 3
+        )  # geometric blend: one bad field sinks it
+        return EditScore(
+            prompt_following=pf,
+            consistency=sc,
+            perceptual_quality=pq,
+            overall=overall,
+            SC_reasoning=f"{kept:.2f} of the region that should stay kept its structure",
+            PQ_reasoning=f"detail {detail:.2f}, clipped {clipped:.3f}",
+        )
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM (Gaussian window, sigma 1.5) of two RGB images' luma: 1 = same local structure.
+
+    SSIM discounts a change of local mean and contrast, so a relit subject still counts as kept.
+    """
+    x = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    y = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(z, (7, 7), 1.5)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+
+
+def kept_fraction(a: np.ndarray, b: np.ndarray, region: np.ndarray, min_ssim: float = 0.6) -> float:
+    """Share of ``region`` whose local structure survived the edit (SSIM above ``min_ssim``)."""
+    if not region.any():
+        return 0.0
+    return float((ssim_map(a, b)[region] > min_ssim).mean())

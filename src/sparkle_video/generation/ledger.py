@@ -1,0 +1,168 @@
+"""Per-id, per-stage outcomes on disk: what makes a run resumable and its summary exact.
+
+Each (stage, id) outcome is one small JSON file written atomically after the stage's artefacts, so a
+sample either has a complete stage behind its marker or is redone. ``passed`` and ``rejected`` are
+final; ``failed`` (an exception, a timeout) is retried by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+#: Stage names, in order (also the ledger's folder names).
+STAGES: tuple[str, ...] = ("camera", "frame_edit", "background", "tracking", "final")
+STATUSES: tuple[str, ...] = ("passed", "rejected", "failed")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one stage ended for one sample."""
+
+    status: str
+    reason: str = ""
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+    @property
+    def final(self) -> bool:
+        return self.status != "failed"
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling, then rename it over ``path`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+    write_atomic(
+        path, (json.dumps(value, ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode("utf-8")
+    )
+
+
+class Ledger:
+    """Outcome markers under ``root/{stage}/{id}.json``."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, stage: str, sample_id: str) -> Path:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
+        return self.root / stage / f"{sample_id}.json"
+
+    def get(self, stage: str, sample_id: str) -> Outcome | None:
+        path = self.path(stage, sample_id)
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            return None
+        return Outcome(**data)
+
+    def record(self, stage: str, sample_id: str, outcome: Outcome) -> None:
+        write_json_atomic(self.path(stage, sample_id), asdict(outcome))
+
+    def needs(self, stage: str, sample_id: str) -> bool:
+        """True when ``stage`` should run for ``sample_id``: the previous stage passed, this one is not done."""
+        index = STAGES.index(stage)
+        if index > 0:
+            previous = self.get(STAGES[index - 1], sample_id)
+            if previous is None or previous.status != "passed":
+                return False
+        current = self.get(stage, sample_id)
+        return current is None or not current.final
+
+    def last(self, sample_id: str) -> tuple[str, Outcome | None]:
+        """The furthest stage with an outcome for ``sample_id`` and that outcome."""
+        found: tuple[str, Outcome | None] = (STAGES[0], None)
+        for stage in STAGES:
+            outcome = self.get(stage, sample_id)
+            if outcome is None:
+                break
+            found = (stage, outcome)
+            if outcome.status != "passed":
+                break
+        return found
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its numbers blanked, so counts group like with like."""
+    return re.sub(r"\d+(\.\d+)?", "#", reason.split(" | ")[0]).strip() or "unknown"
+
+
+def summarise(
+    ledger: Ledger, sample_ids: Sequence[str], extra: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
+    """Per-stage counts, grouped rejection and failure reasons, and each sample's fate (deterministic)."""
+    stages: dict[str, Counter[str]] = {stage: Counter() for stage in STAGES}
+    reasons: dict[str, Counter[str]] = {stage: Counter() for stage in STAGES}
+    samples: dict[str, dict[str, str]] = {}
+    final_ids: list[str] = []
+    for sid in sorted(sample_ids):
+        for stage in STAGES:
+            outcome = ledger.get(stage, sid)
+            if outcome is None:
+                if ledger.needs(stage, sid) or stage == STAGES[0]:
+                    stages[stage]["pending"] += 1
+                break
+            stages[stage][outcome.status] += 1
+            if outcome.status != "passed":
+                reasons[stage][f"{outcome.status}: {reason_kind(outcome.reason or outcome.error)}"] += 1
+                break
+        stage, outcome = ledger.last(sid)
+        status = "pending" if outcome is None else outcome.status
+        if stage == STAGES[-1] and status == "passed":
+            final_ids.append(sid)
+            samples[sid] = {"status": "published"}
+        else:
+            samples[sid] = {
+                "stage": stage,
+                "status": status,
+                "reason": "" if outcome is None else outcome.reason or outcome.error,
+            }
+    return {
+        "total": len(sample_ids),
+        "published": len(final_ids),
+        "stages": {stage: dict(sorted(c.items())) for stage, c in stages.items()},
+        "reasons": {stage: dict(sorted(c.items())) for stage, c in reasons.items() if c},
+        "samples": samples,
+        "ignored_files": [{"file": f, "reason": r} for f, r in extra],
+    }
+
+
+def format_table(stats: dict[str, Any]) -> str:
+    """The printed summary: one row per stage, then every reason with its count."""
+    lines = [f"{'stage':<12}{'passed':>8}{'rejected':>10}{'failed':>8}{'pending':>9}"]
+    for stage, counts in stats["stages"].items():
+        lines.append(
+            f"{stage:<12}{counts.get('passed', 0):>8}{counts.get('rejected', 0):>10}"
+            f"{counts.get('failed', 0):>8}{counts.get('pending', 0):>9}"
+        )
+    lines.append(f"published {stats['published']} of {stats['total']} samples")
+    for stage, reasons in stats.get("reasons", {}).items():
+        for reason, n in reasons.items():
+            lines.append(f"  {stage}: {n} x {reason}")
+    for item in stats.get("ignored_files", []):
+        lines.append(f"  ignored {item['file']}: {item['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""One generation run: plan the samples, run the stages with an executor, publish the passing pairs.
+
+The plan is a pure function of the source listing, the themes, the limit and the seed, so a rerun with
+the same arguments sees the same ids and resumes from the ledger; a rerun with different arguments is
+refused (naming what changed) instead of mixing two runs in one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..layout import sample_id
+from ..writer import SampleRecord, write_sparkle
+from .backends.registry import BackendConfig, backend_config_from_mapping, load_backend_config
+from .ledger import STAGES, format_table, summarise, write_atomic, write_json_atomic
+from .steps import PlanItem, Workspace
+from .taxonomy import THEMES, choose_keyword
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the published ids, the summary and where everything is."""
+
+    out: str
+    published: list[str]
+    stats: dict[str, Any]
+    table: str
+    executor: str = "local"
+    plan: list[PlanItem] = field(default_factory=list)
+
+
+def find_sources(sources: str | os.PathLike) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Video files under ``sources`` (a folder, searched recursively, or one file), sorted by path;
+    plus the other files found, each with why it was ignored (nothing is skipped silently)."""
+    root = Path(sources)
+    if root.is_file():
+        return [root.resolve()], []
+    if not root.is_dir():
+        raise ValueError(f"sources not found: {sources}")
+    videos, ignored = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            videos.append(path.resolve())
+        elif not path.name.startswith("."):
+            ignored.append(
+                (str(path.relative_to(root)), f"not a video file ({path.suffix or 'no extension'})")
+            )
+    return videos, ignored
+
+
+def make_plan(
+    videos: Sequence[Path], themes: Sequence[str] = THEMES, seed: int = 0, limit: int | None = None
+) -> list[PlanItem]:
+    """Assign each source (in order) a theme round-robin, an id numbered per theme, and a scene."""
+    for theme in themes:
+        if theme not in THEMES:
+            raise ValueError(f"unknown theme {theme!r}; the taxonomy has {', '.join(THEMES)}")
+    if not themes:
+        raise ValueError("at least one theme is needed")
+    chosen = list(videos)[: limit if limit is not None else None]
+    counters = dict.fromkeys(themes, 0)
+    plan = []
+    for i, path in enumerate(chosen):
+        theme = themes[i % len(themes)]
+        sid = sample_id(theme, counters[theme])
+        counters[theme] += 1
+        plan.append(PlanItem(sid, theme, str(path), choose_keyword(theme, sid, seed)))
+    return plan
+
+
+def _run_options(
+    sources: str, themes: Sequence[str], limit: int | None, config: BackendConfig
+) -> dict[str, Any]:
+    return {
+        "sources": str(Path(sources).resolve()),
+        "themes": list(themes),
+        "limit": limit,
+        "config": config.to_dict(),
+    }
+
+
+def check_resume(work: Path, options: dict[str, Any]) -> None:
+    """Refuse to resume a folder made with other arguments; remember the arguments otherwise."""
+    path = work / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text("utf-8"))
+        changed = sorted(k for k in set(previous) | set(options) if previous.get(k) != options.get(k))
+        if changed:
+            raise ValueError(
+                f"{work.parent} holds a run made with different {', '.join(changed)}; "
+                "use a new --out folder or the same arguments to resume"
+            )
+    else:
+        write_json_atomic(path, options)
+
+
+def remove_stale_temporaries(work: Path) -> int:
+    """Delete temporary files a killed run left behind (a kill cannot clean up); returns how many.
+
+    Called before any worker starts, so no live writer owns them. Finished artefacts are never
+    temporaries: they are renamed into place whole.
+    """
+    stale = [p for p in work.rglob("*") if p.is_file() and (".partial-" in p.name or p.name.endswith(".tmp"))]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d temporary files left by an interrupted run", len(stale))
+    return len(stale)
+
+
+def check_plan(path: Path, plan: Sequence[PlanItem]) -> None:
+    """Write the plan, or check that a resumed run planned exactly the same samples.
+
+    Ids follow the sorted source listing, so a clip added to or removed from the folder between runs
+    would give finished ids to other clips; that is refused, naming the first difference.
+    """
+    text = "".join(json.dumps(asdict(p), sort_keys=True) + "\n" for p in plan)
+    if path.exists():
+        previous = path.read_text("utf-8")
+        if previous != text:
+            old = [json.loads(line) for line in previous.splitlines()]
+            new = [json.loads(line) for line in text.splitlines()]
+            diff = next(
+                (
+                    f"{a.get('id')}: {a.get('source')} -> {b.get('source')}"
+                    for a, b in zip(old, new, strict=False)
+                    if a != b
+                ),
+                f"{len(old)} samples planned before, {len(new)} now",
+            )
+            raise ValueError(f"the sources changed since this run started ({diff}); use a new --out folder")
+        return
+    write_atomic(path, text.encode("utf-8"))
+
+
+def publish(out: str | Path, plan: Sequence[PlanItem], progress: bool = True) -> list[str]:
+    """Write the pairs that passed every stage through the dataset writer, then move them into ``out``.
+
+    The writer fills a scratch folder; each file is then renamed into place, so the published tree
+    never holds a half-written file. Deterministic: ids sorted, same bytes for the same work files.
+    """
+    ws = Workspace(out)
+    records = []
+    for item in sorted(plan, key=lambda p: p.id):
+        final = ws.ledger.get("final", item.id)
+        if final is None or final.status != "passed":
+            continue
+        f = lambda name, sid=item.id: str(ws.file(sid, name))  # noqa: E731
+        info = ws.read_json(item.id, "instruction.json")
+        scores = {
+            "edited_frame0_score": ws.read_json(item.id, "edited_frame0_score.json"),
+            "edited_frame0_foreground_removed_score": ws.read_json(
+                item.id, "edited_frame0_foreground_removed_score.json"
+            ),
+            "edited_video_score": ws.read_json(item.id, "edited_video_score.json"),
+        }
+        records.append(
+            SampleRecord(
+                id=item.id,
+                theme=item.theme,
+                prompt=info["prompt"],
+                source=f("source.mp4"),
+                edited=f("edited.mp4"),
+                chosen_keyword=info["chosen_keyword"],
+                original_scene=info["original_scene"],
+                fps=ws.source_fps(item.id),
+                mask=ws.read_mask(item.id, "mask.npz"),
+                background=f("background.mp4"),
+                canny=f("canny.mp4"),
+                source_frame0=f("source_frame0.png"),
+                edited_frame0=f("edited_frame0.png"),
+                edited_frame0_foreground_removed=f("edited_frame0_foreground_removed.png"),
+                grounding_r1=ws.read_json(item.id, "grounding_r1.json"),
+                grounding_r2=ws.read_json(item.id, "grounding_r2.json"),
+                scores=scores,
+            )
+        )
+    scratch = ws.work / "publish"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    if not records:
+        return []
+    write_sparkle(records, scratch, overwrite=True, progress=progress)
+    for path in sorted(p for p in scratch.rglob("*") if p.is_file()):
+        target = Path(out) / path.relative_to(scratch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    shutil.rmtree(scratch)
+    return [r.id for r in records]
+
+
+def generate(
+    sources: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    backends: str | os.PathLike | BackendConfig | dict = "reference",
+    executor: str = "local",
+    ray_address: str | None = None,
+    executor_options: dict[str, Any] | None = None,
+    limit: int | None = None,
+    themes: Sequence[str] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run the five-stage pipeline on the clips in ``sources`` and write a Sparkle dataset to ``out``.
+
+    ``backends`` is a shipped config name (``"reference"``), a YAML/TOML path, a mapping or a
+    :class:`BackendConfig`. ``executor`` is ``"local"`` (default) or ``"ray"`` (``executor_options``:
+    ``num_cpus`` of a local Ray, ``concurrency`` = workers per model stage). Interrupt it at any point and call it again with the same arguments: it
+    resumes from ``out/_generation/``. ``out/stats.json`` holds the per-stage counts and reasons.
+    """
+    if isinstance(backends, BackendConfig):
+        config = backends
+    elif isinstance(backends, dict):
+        config = backend_config_from_mapping(backends)
+    else:
+        config = load_backend_config(backends)
+    config.check()
+    themes = tuple(themes or THEMES)
+    videos, ignored = find_sources(sources)
+    plan = make_plan(videos, themes, config.pipeline.seed, limit)
+    ws = Workspace(out)
+    ws.work.mkdir(parents=True, exist_ok=True)
+    check_resume(ws.work, _run_options(os.fspath(sources), themes, limit, config))
+    check_plan(ws.work / "plan.jsonl", plan)
+    remove_stale_temporaries(ws.work)
+    from .executors import make_executor
+
+    runner = make_executor(executor, ray_address=ray_address, **(executor_options or {}))
+    runner.run(plan, out, config, progress=progress)
+    published = publish(out, plan, progress=progress)
+    stats = summarise(ws.ledger, [p.id for p in plan], ignored)
+    stats["themes"] = list(themes)
+    stats["stages_order"] = list(STAGES)
+    write_json_atomic(Path(out) / "stats.json", stats)
+    return RunResult(os.fspath(out), published, stats, format_table(stats), executor, plan)
+
+
+def preview_pair(root: str | os.PathLike, sid: str, out_png: str | os.PathLike, num: int = 3) -> str:
+    """A PNG strip of one generated pair: source frames over edited frames (and the mask's outline)."""
+    import cv2
+
+    from ..video import VideoReader
+
+    root = Path(root)
+    theme = sid.split("_")[1]
+    src = VideoReader(root / theme / "source_video" / f"{sid}.mp4")
+    edt = VideoReader(root / theme / "edited_video" / f"{sid}.mp4")
+    idx = np.linspace(0, min(src.num_frames, edt.num_frames) - 1, num).round().astype(int).tolist()
+    height = 180
+    rows = []
+    for reader in (src, edt):
+        frames = reader.get_frames(idx)
+        width = round(frames.shape[2] * height / frames.shape[1])
+        rows.append(
+            np.concatenate([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames], 1)
+        )
+    sheet = np.concatenate(rows, 0)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_png), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return str(out_png)

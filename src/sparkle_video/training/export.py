@@ -1,0 +1,179 @@
+"""Fine-tuned weights out of training: Kiwi-Edit's checkpoint format and a ``save_pretrained`` folder.
+
+Kiwi-Edit's trainer saves the trainable parameters with the ``pipe.`` prefix removed: the DiT under
+DiffSynth's names (``dit.blocks.0.self_attn.q.weight``), ``mllm.video_queries.q``, ``mllm.connetor.*``
+(sic), ``vae_condition.*`` / ``ref_vae_condition.*`` and the Qwen LoRA factors
+(``mllm.model.model.language_model.layers.N.self_attn.q_proj.lora_A.default.weight``). The names here are
+the inverse of ``sparkle_video.convert``'s mapping, so ``convert-checkpoint`` reads our fine-tunes and
+upstream tools can too. LoRA factors are exported with the LoRA scaling (alpha / rank) folded into
+``lora_B``, so they merge with ``convert``'s default ``lora_alpha=1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Any
+
+import torch
+
+from ..convert import _BLOCK_MAP, _TOP_MAP  # one mapping table, read in both directions
+
+_DIT_TOP = {v: k for k, v in _TOP_MAP.items()}
+_DIT_BLOCK = {v: k for k, v in _BLOCK_MAP.items()}
+_LORA = re.compile(r"^(?P<target>.+)\.lora_(?P<which>[AB])\.default\.weight$")
+_QWEN_LM = "mllm_encoder.mllm.model.language_model."
+_SIMPLE = {
+    "mllm_encoder.image_queries": "mllm.image_queries.q",
+    "mllm_encoder.video_queries": "mllm.video_queries.q",
+    "mllm_encoder.ref_queries": "mllm.ref_queries.q",
+}
+
+
+def diffsynth_dit_name(name: str) -> str | None:
+    """diffusers ``WanTransformer3DModel`` parameter name -> DiffSynth's (``None`` if it has none)."""
+    for suffix in (".weight", ".bias", ""):
+        if not name.endswith(suffix):
+            continue
+        base = name[: len(name) - len(suffix)]
+        if base in _DIT_TOP:
+            return _DIT_TOP[base] + suffix
+        m = re.match(r"^blocks\.(\d+)\.(.+)$", base)
+        if m and m[2] in _DIT_BLOCK:
+            return f"blocks.{m[1]}.{_DIT_BLOCK[m[2]]}{suffix}"
+    return None
+
+
+def kiwi_key(name: str) -> str:
+    """A training-module parameter name (``transformer.*``, ``mllm_encoder.*``, ``source_embedder.*``,
+    ``ref_embedder.*``) -> its key in Kiwi-Edit's checkpoint; ``KeyError`` for names it cannot hold."""
+    if name in _SIMPLE:
+        return _SIMPLE[name]
+    if name.startswith("transformer."):
+        mapped = diffsynth_dit_name(name[len("transformer.") :])
+        if mapped is not None:
+            return "dit." + mapped
+    for ours, theirs in (
+        ("mllm_encoder.connector.", "mllm.connetor."),
+        ("mllm_encoder.ref_connector.", "mllm.ref_connector."),
+        ("source_embedder.", "vae_condition."),
+        ("ref_embedder.", "ref_vae_condition."),
+    ):
+        if name.startswith(ours):
+            return theirs + name[len(ours) :]
+    if name.startswith(_QWEN_LM) and _LORA.match(name):
+        return "mllm.model.model.language_model." + name[len(_QWEN_LM) :]
+    raise KeyError(f"no Kiwi-Edit checkpoint key for {name!r}")
+
+
+def kiwi_state_dict(
+    trainable: dict[str, torch.Tensor], lora_scaling: float = 1.0, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Trainable parameters (training-module names) -> a Kiwi-Edit checkpoint dict (contiguous CPU tensors).
+
+    Every name must map (``KeyError`` otherwise): nothing trained is dropped silently.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, value in trainable.items():
+        key = kiwi_key(name)
+        t = value.detach().float() * lora_scaling if ".lora_B." in name else value.detach()
+        if dtype is not None:
+            t = t.to(dtype)
+        out[key] = t.to("cpu").contiguous().clone()
+    return out
+
+
+def save_kiwi_checkpoint(
+    trainable: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    lora_scaling: float = 1.0,
+    dtype: torch.dtype | None = None,
+) -> str:
+    """Write ``kiwi_state_dict(...)`` as a ``.safetensors`` file; return its path."""
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file(
+        kiwi_state_dict(trainable, lora_scaling, dtype),
+        path,
+        metadata={"format": "pt", "source": "sparkle-video"},
+    )
+    return path
+
+
+def merge_lora_state(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """A state dict with peft LoRA layers -> the plain one: ``W + scaling * B @ A`` under the base names."""
+    out: dict[str, torch.Tensor] = {}
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for name, value in state.items():
+        m = _LORA.match(name)
+        if m:
+            factors.setdefault(m["target"], {})[m["which"]] = value
+        else:
+            out[name.replace(".base_layer.", ".")] = value
+    for target, ab in factors.items():
+        key = f"{target}.weight"
+        if key not in out or set(ab) != {"A", "B"}:
+            raise KeyError(f"incomplete LoRA layer {target}")
+        base = out[key]
+        out[key] = (base.float() + scaling * (ab["B"].float() @ ab["A"].float())).to(base.dtype)
+    return out
+
+
+def pipeline_from_state(
+    pipe: Any, state: dict[str, torch.Tensor], lora_scaling: float, dtype: torch.dtype | None = None
+) -> Any:
+    """A plain ``SparkleEditPipeline`` (LoRA merged) holding ``state``, the training module's full state dict.
+
+    Components are built on the meta device and take the tensors as they are (no second random
+    initialisation of 8B parameters); the VAE, scheduler and tokenizer are the training pipeline's (the
+    VAE copied when ``dtype`` changes it). ``dtype`` casts every component (default: as trained).
+    """
+    from ..pipelines import SparkleEditPipeline
+
+    merged = merge_lora_state(state, lora_scaling)
+    parts: dict[str, Any] = {}
+    for name in ("transformer", "mllm_encoder", "source_embedder", "ref_embedder"):
+        module = getattr(pipe, name)
+        if module is None:
+            parts[name] = None
+            continue
+        prefix = name + "."
+        sub = {k[len(prefix) :]: v for k, v in merged.items() if k.startswith(prefix)}
+        with torch.device("meta"):
+            fresh = type(module).from_config(module.config)
+        fresh.load_state_dict(sub, strict=True, assign=True)
+        # non-persistent buffers (RoPE tables) are not in a state dict: take them from the live module
+        for key, buf in module.named_buffers():
+            if key not in sub:
+                _set_buffer(fresh, key, buf.detach().clone())
+        parts[name] = fresh.eval() if dtype is None else fresh.eval().to(dtype)
+    vae = pipe.vae
+    if dtype is not None and vae.dtype != dtype:
+        vae = copy.deepcopy(vae).to(dtype)
+    return SparkleEditPipeline(vae=vae, scheduler=pipe.scheduler, tokenizer=pipe.tokenizer, **parts)
+
+
+def _set_buffer(module: torch.nn.Module, key: str, value: torch.Tensor) -> None:
+    *path, leaf = key.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    persistent = leaf not in getattr(owner, "_non_persistent_buffers_set", set())
+    owner.register_buffer(leaf, value, persistent=persistent)
+
+
+def lora_scaling_of(module: torch.nn.Module) -> float:
+    """The peft LoRA scaling (alpha / rank) used in ``module`` (1.0 when there is no LoRA)."""
+    from peft.tuners.lora import LoraLayer
+
+    scales = {
+        float(m.scaling["default"])
+        for m in module.modules()
+        if isinstance(m, LoraLayer) and "default" in m.scaling
+    }
+    if len(scales) > 1:
+        raise ValueError(f"LoRA layers with different scalings {sorted(scales)}")
+    return scales.pop() if scales else 1.0

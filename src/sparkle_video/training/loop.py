@@ -1,0 +1,547 @@
+"""The training loop on ``accelerate``: precision, accumulation, clipping, LR schedule, EMA, logging,
+exactly resumable checkpoints, and the two outputs (a pipeline folder and a Kiwi-Edit checkpoint).
+
+Reproducibility: the timestep and noise of every micro-batch come from a generator seeded by
+``(seed, rank, micro-step)``, so they do not depend on what ran before; checkpoints hold the trainable
+weights, the optimizer and LR-scheduler states, the global RNG states and the data stream's position,
+so a resumed run continues with the same batches and reaches the same weights (bit for bit on CPU in
+float32). Checkpoints are written without pickles (safetensors, JSON, and ``torch.save`` of plain
+tensor/number state read back with ``weights_only=True``); under DeepSpeed or FSDP the engine's own
+sharded checkpoint (``accelerator.save_state``) holds the model and optimizer instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import SkipReport
+from .data import prefetch
+from .export import lora_scaling_of, pipeline_from_state, save_kiwi_checkpoint
+from .step import LORA_RANK, LORA_TARGETS, SparkleTrainingModule, configure_trainable, trainable_modules
+
+logger = logging.getLogger("sparkle_video")
+
+LR_SCHEDULES = ("kiwi", "constant", "constant_with_warmup", "linear", "cosine")
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a run. Defaults are the Kiwi-Edit Wan2.2-5B recipe where it has one.
+
+    ``lr_scheduler="kiwi"`` reproduces upstream's ``torch.optim.lr_scheduler.ConstantLR`` with its
+    defaults (a third of the learning rate for the first 5 optimizer steps, then constant); the other
+    names are diffusers' schedules with ``lr_warmup_steps`` of linear warm-up. Upstream clips no
+    gradients (``max_grad_norm=None``).
+    """
+
+    output_dir: str
+    max_steps: int = 10_000
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    gradient_accumulation_steps: int = 2
+    max_grad_norm: float | None = None
+    lr_scheduler: str = "kiwi"
+    lr_warmup_steps: int = 0
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = True
+    encoder_gradient_checkpointing: bool = False
+    lora_rank: int | None = LORA_RANK
+    lora_alpha: float | None = None
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    ema_decay: float | None = None
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = None
+    seed: int = 0
+    report_to: str | None = "auto"
+    prefetch: int = 2
+    export_dtype: str | None = "bfloat16"
+    save_dtype: str | None = "bfloat16"
+    resume: bool | str = False
+    project_name: str = "sparkle-video"
+
+    def __post_init__(self) -> None:
+        if self.lr_scheduler not in LR_SCHEDULES:
+            raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULES}, got {self.lr_scheduler!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
+        if self.max_steps < 1 or self.gradient_accumulation_steps < 1 or self.checkpointing_steps < 1:
+            raise ValueError("max_steps, gradient_accumulation_steps and checkpointing_steps must be >= 1")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError("ema_decay must be in (0, 1)")
+        self.lora_targets = tuple(self.lora_targets)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    steps: int
+    pipeline_dir: str
+    kiwi_checkpoint: str
+    log_path: str
+    last_loss: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+# -- small pure helpers -------------------------------------------------------------------------
+def micro_step_seed(seed: int, rank: int, micro_step: int) -> int:
+    """A 63-bit seed for one micro-batch's timestep and noise (independent of everything before it)."""
+    return int(np.random.SeedSequence([seed, rank, micro_step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """The LR multiplier per optimizer step for ``schedule`` (see ``TrainConfig``)."""
+    if schedule == "kiwi":
+        return _KiwiConstant(5 * max(1, warmup))
+    return _Warmup(schedule, warmup, total)
+
+
+class _KiwiConstant:
+    """``ConstantLR()``'s defaults: factor 1/3 for the first 5 steps (``scheduler steps = 5 x processes``)."""
+
+    def __init__(self, steps: int = 5):
+        self.steps = steps
+
+    def __call__(self, step: int) -> float:
+        return 1.0 / 3.0 if step < self.steps else 1.0
+
+
+class _Warmup:
+    def __init__(self, schedule: str, warmup: int, total: int):
+        self.schedule, self.warmup, self.total = schedule, warmup, max(total, 1)
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "constant":
+            return 1.0
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1) if self.warmup else 1.0
+        if self.schedule == "constant_with_warmup":
+            return 1.0
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        if self.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under ``output_dir/checkpoints``, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.iterdir()
+        if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def available_trackers(report_to: str | None) -> list[str]:
+    """accelerate trackers to use: ``"auto"`` means tensorboard when it is installed (wandb only on request)."""
+    if not report_to or report_to == "none":
+        return []
+    if report_to == "auto":
+        return ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    names = ["tensorboard", "wandb"] if report_to == "all" else [n.strip() for n in report_to.split(",")]
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise ValueError(f"report_to asks for {missing}, which are not installed")
+    return names
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    """The ``Accelerator`` of a run (processes, DeepSpeed/FSDP come from ``accelerate launch``/``config``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    trackers = available_trackers(config.report_to)
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=trackers or None,
+        project_dir=config.output_dir,
+        # image/reference queries and the DiT's bypassed text projection get no gradient on video pairs
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+# -- RNG and checkpoint state ---------------------------------------------------------------------
+def rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Global RNG states as (JSON-able dict, tensors)."""
+    py = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    meta = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    return meta, tensors
+
+
+def set_rng_state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+
+# -- the run -------------------------------------------------------------------------------------
+class Trainer:
+    """One training run; ``run()`` trains to ``max_steps`` and writes the outputs.
+
+    Args:
+        pipe: a ``SparkleEditPipeline`` (random, loaded, or a Kiwi-Edit conversion) to fine-tune.
+        stream: an iterable of ``(batch, position)`` with ``state_dict()/load_state_dict()``, e.g.
+            ``BucketedPairStream`` (one per rank: each rank reads its own split).
+        config: the run's settings.
+        accelerator: an ``accelerate.Accelerator``; by default one is made from ``config`` (and
+            whatever ``accelerate launch`` / ``accelerate config`` set: processes, DeepSpeed, FSDP).
+    """
+
+    def __init__(self, pipe: Any, stream: Any, config: TrainConfig, accelerator: Any = None):
+        self.config = config
+        self.stream = stream
+        self.out = Path(config.output_dir)
+        self.accelerator = accelerator or make_accelerator(config)
+        acc = self.accelerator
+        self.rank = acc.process_index
+        self.engine = acc.distributed_type.value in ("DEEPSPEED", "FSDP")
+        self.trackers = bool(getattr(acc, "log_with", None))  # the accelerator decides (ours or a given one)
+        from accelerate.utils import set_seed
+
+        set_seed(config.seed)  # the LoRA's initial A factors come from the global RNG
+        self.trainable_names = configure_trainable(
+            pipe, config.lora_rank, config.lora_alpha, config.lora_targets
+        )
+        if config.gradient_checkpointing:
+            pipe.transformer.enable_gradient_checkpointing()
+        if config.encoder_gradient_checkpointing:
+            pipe.mllm_encoder.mllm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        for p in trainable_modules(pipe).parameters():  # fp32 master weights, whatever dtype was loaded
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+        compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
+        pipe.vae.to(acc.device)
+        if pipe.vae.dtype != compute:  # frozen: kept in the compute dtype, as upstream
+            pipe.vae.to(dtype=compute)
+        for p in pipe.mllm_encoder.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(compute)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        module = SparkleTrainingModule(
+            pipe, timestep_dtype=compute if config.mixed_precision == "bf16" else torch.float32
+        )
+        self.lora_scaling = lora_scaling_of(module)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = self._optimizer(params)
+        world = acc.num_processes
+        warmup = world if config.lr_scheduler == "kiwi" else config.lr_warmup_steps * world
+        schedule = lr_lambda(config.lr_scheduler, warmup, config.max_steps * world)
+        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        self.module, self.optimizer, self.lr_scheduler = acc.prepare(module, optimizer, lr_scheduler)
+        self.ema = None
+        if config.ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(
+                [p for p in self.module.parameters() if p.requires_grad], decay=config.ema_decay
+            )
+        self.step = 0
+        self.micro_step = 0
+        self.data_position = stream.state_dict()  # of the last batch *used* (the stream reads ahead)
+        self.log_path = self.out / "train_log.jsonl"
+
+    def _optimizer(self, params: list[torch.nn.Parameter]) -> Any:
+        cfg = self.config
+        kwargs = {
+            "lr": cfg.learning_rate,
+            "weight_decay": cfg.weight_decay,
+            "betas": (cfg.adam_beta1, cfg.adam_beta2),
+            "eps": cfg.adam_epsilon,
+        }
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is not None:
+            ds = plugin.deepspeed_config
+            if "optimizer" in ds:  # the DeepSpeed config names its own optimizer
+                from accelerate.utils.deepspeed import DummyOptim
+
+                return DummyOptim(params, **kwargs)
+            if ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device") == "cpu":
+                # ZeRO-Offload steps on the CPU: DeepSpeed's vectorised AdamW, same update as torch's
+                from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+                return DeepSpeedCPUAdam(params, adamw_mode=True, **kwargs)
+        return torch.optim.AdamW(params, **kwargs)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        final = self.out / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step}"
+        tmp = final.with_name(final.name + ".tmp")
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        if self.engine:
+            acc.save_state(str(tmp / "engine"))
+        elif acc.is_main_process:
+            from safetensors.torch import save_file
+
+            weights = {
+                k: v.detach().cpu().contiguous()
+                for k, v in trainable_state(acc.unwrap_model(self.module)).items()
+            }
+            save_file(weights, str(tmp / "trainable.safetensors"))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        if acc.is_main_process:
+            torch.save(self.lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+            if self.ema is not None:
+                from safetensors.torch import save_file
+
+                ema = self.ema.state_dict()
+                save_file(
+                    {str(i): t.detach().cpu().contiguous() for i, t in enumerate(ema.pop("shadow_params"))},
+                    str(tmp / "ema.safetensors"),
+                )
+                (tmp / "ema.json").write_text(json.dumps(ema))
+        meta, tensors = rng_state()
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(tmp / f"rng_rank{self.rank}.safetensors"))
+        rank_state = {
+            "step": self.step,
+            "micro_step": self.micro_step,
+            "data": self.data_position,
+            "rng": meta,
+        }
+        (tmp / f"state_rank{self.rank}.json").write_text(json.dumps(rank_state))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / "trainer_state.json").write_text(
+                json.dumps(
+                    {
+                        "step": self.step,
+                        "world_size": acc.num_processes,
+                        "config": _jsonable(asdict(self.config)),
+                    },
+                    indent=1,
+                )
+            )
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            limit = self.config.checkpoints_total_limit
+            if limit:
+                for old in checkpoint_dirs(self.out)[:-limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        logger.info("saved checkpoint %s", final)
+        return final
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        from safetensors.torch import load_file
+
+        acc = self.accelerator
+        path = Path(path)
+        top = json.loads((path / "trainer_state.json").read_text())
+        if top["world_size"] != acc.num_processes:
+            raise ValueError(
+                f"{path} was written by {top['world_size']} processes; this run has {acc.num_processes}"
+            )
+        if self.engine:
+            acc.load_state(str(path / "engine"))
+        else:
+            weights = load_file(str(path / "trainable.safetensors"))
+            params = trainable_state(acc.unwrap_model(self.module))
+            if set(weights) != set(params):
+                raise ValueError(
+                    f"{path}: trainable parameters differ from this run's "
+                    f"({sorted(set(weights) ^ set(params))[:5]} ...)"
+                )
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(weights[name])
+            self.optimizer.load_state_dict(
+                torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            )
+        self.lr_scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
+        if self.ema is not None:
+            ema = json.loads((path / "ema.json").read_text())
+            shadow = load_file(str(path / "ema.safetensors"))
+            ema["shadow_params"] = [shadow[str(i)] for i in range(len(shadow))]
+            self.ema.load_state_dict(ema)
+            self.ema.to(acc.device)
+        state = json.loads((path / f"state_rank{self.rank}.json").read_text())
+        self.step, self.micro_step = int(state["step"]), int(state["micro_step"])
+        self.data_position = state["data"]
+        self.stream.load_state_dict(state["data"])
+        set_rng_state(state["rng"], load_file(str(path / f"rng_rank{self.rank}.safetensors")))
+        if acc.is_main_process and self.log_path.exists():  # drop log lines of steps the resumed run redoes
+            lines = [ln for ln in self.log_path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= self.step]
+            self.log_path.write_text("".join(ln + "\n" for ln in kept))
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _resume_path(self) -> Path | None:
+        r = self.config.resume
+        if not r:
+            return None
+        if isinstance(r, str) and r not in ("latest", "true", "True"):
+            return Path(r)
+        found = checkpoint_dirs(self.out)
+        if not found:
+            logger.info("no checkpoint in %s: starting from step 0", self.out / "checkpoints")
+            return None
+        return found[-1]
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.config, self.accelerator
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume = self._resume_path()
+        if resume is not None:
+            self.load_checkpoint(resume)
+        if self.trackers:
+            hparams = {k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
+            acc.init_trackers(cfg.project_name, config=hparams)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        log = open(self.log_path, "a") if acc.is_main_process else None  # noqa: SIM115 - closed below
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.step, desc="training", disable=not acc.is_local_main_process
+        )
+        losses: list[torch.Tensor] = []
+        last_loss = float("nan")
+        skipped_seen = len(getattr(self.stream, "skip_report", SkipReport()))
+        try:
+            data: Iterable = prefetch(self.stream, cfg.prefetch)
+            for batch, position in data:
+                if self.step >= cfg.max_steps:
+                    break
+                generator = torch.Generator().manual_seed(
+                    micro_step_seed(cfg.seed, self.rank, self.micro_step)
+                )
+                with acc.accumulate(self.module):
+                    out = self.module(batch, generator=generator)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss at step {self.step} on {batch['id']}")
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.lr_scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                self.micro_step += 1
+                self.data_position = position
+                losses.append(loss.detach())
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.step(params)
+                last_loss = float(acc.gather(torch.stack(losses).mean()[None]).mean())
+                losses.clear()
+                record = {
+                    "step": self.step,
+                    "loss": last_loss,
+                    "lr": self.lr_scheduler.get_last_lr()[0],
+                    "sigma": float(out["sigma"].float().mean()),
+                    "epoch": position.get("epoch", 0),
+                }
+                report = getattr(self.stream, "skip_report", None)
+                if report is not None and len(report) > skipped_seen:
+                    record["skipped"] = [list(s) for s in report.skipped[skipped_seen:]]
+                    skipped_seen = len(report)
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                if self.trackers:
+                    acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=self.step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.4f}")
+                if self.step % cfg.checkpointing_steps == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+            if self.step < cfg.max_steps:
+                raise RuntimeError(f"the data ran out at step {self.step} of {cfg.max_steps}")
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        result = self.save_outputs(last_loss)
+        if self.trackers:
+            acc.end_training()
+        return result
+
+    def save_outputs(self, last_loss: float = float("nan")) -> TrainResult:
+        """Write ``pipeline/`` (``SparkleEditPipeline.from_pretrained`` loads it, LoRA merged) and
+        ``kiwi/model.safetensors`` (the trainable parameters in Kiwi-Edit's format); EMA weights when on."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.ema is not None:
+            params = [p for p in self.module.parameters() if p.requires_grad]
+            self.ema.store(params)
+            self.ema.copy_to(params)
+        try:
+            full = acc.get_state_dict(self.module)
+        finally:
+            if self.ema is not None:
+                self.ema.restore(params)
+        pipeline_dir = self.out / "pipeline"
+        kiwi_path = self.out / "kiwi" / "model.safetensors"
+        if acc.is_main_process:
+            state = {k.removeprefix("components."): v.detach().cpu() for k, v in full.items()}
+            trainable = [n.removeprefix("components.") for n in self.trainable_names]
+            dtype = getattr(torch, self.config.export_dtype) if self.config.export_dtype else None
+            save_kiwi_checkpoint({n: state[n] for n in trainable}, kiwi_path, self.lora_scaling, dtype)
+            save_dtype = getattr(torch, self.config.save_dtype) if self.config.save_dtype else None
+            pipeline_from_state(self.pipe, state, self.lora_scaling, save_dtype).save_pretrained(
+                str(pipeline_dir)
+            )
+        acc.wait_for_everyone()
+        report = getattr(self.stream, "skip_report", SkipReport())
+        if len(report):
+            logger.warning("%s", report.summary())
+        return TrainResult(
+            self.step, str(pipeline_dir), str(kiwi_path), str(self.log_path), last_loss, list(report.skipped)
+        )
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def train(pipe: Any, stream: Any, config: TrainConfig, accelerator: Any = None) -> TrainResult:
+    """Fine-tune ``pipe`` on ``stream`` with ``config``; see :class:`Trainer`."""
+    return Trainer(pipe, stream, config, accelerator).run()
