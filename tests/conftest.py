@@ -15,6 +15,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The suite runs two pytest workers on two cores, and its models are tiny: one math thread per process
+# (inherited by the subprocesses tests start) avoids oversubscription, which slows tiny ops 10-100x.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 from sparkle_video.video import write_video
 

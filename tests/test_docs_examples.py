@@ -8,7 +8,6 @@ the reason is required.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -27,11 +26,6 @@ FENCE = re.compile(r"^\s*```(?P<lang>[\w+-]*)")
 #: Examples must read clip lengths from the data rather than assume the demo's default 33 frames.
 DEMO_ARGS = ["--per-theme", "2", "--frames", "17"]
 BLOCK_TIMEOUT_S = 300
-
-#: The README as it was before its restructuring into short sections linking docs/; its blocks still use
-#: names and Hub downloads that cannot run offline. Once README.md changes, every block is checked.
-#: (Delete this and ``_legacy_readme`` once the restructured README has landed.)
-LEGACY_README_SHA256 = "86923e1d68fe7752b3694cb4bac410c067a726ffecc6dbe6933eb828fee48a4d"
 
 
 @dataclass(frozen=True)
@@ -70,10 +64,7 @@ def parse(path: Path, root: Path = ROOT) -> tuple[list[Block], list[str]]:
         match = FENCE.match(line)
         if match:
             if pending is not None and match["lang"] != "python":
-                problems.append(
-                    f"{rel}:{pending[0]}: no-test marker before a {match['lang'] or 'plain'} block"
-                )
-                pending = None
+                pending = None  # a marker before a block that never runs (bash...) changes nothing
             fence = (number, match["lang"], [])
             continue
         marker = MARKER.match(line.strip())
@@ -97,12 +88,6 @@ def parse(path: Path, root: Path = ROOT) -> tuple[list[Block], list[str]]:
 
 def all_blocks() -> list[Block]:
     return [block for path in DOC_FILES for block in parse(path)[0]]
-
-
-def _legacy_readme(block: Block) -> bool:
-    if block.path.name != "README.md" or block.path.parent != ROOT:
-        return False
-    return hashlib.sha256(block.path.read_bytes()).hexdigest() == LEGACY_README_SHA256
 
 
 def test_parser_finds_blocks_and_markers(tmp_path: Path) -> None:
@@ -143,8 +128,6 @@ def test_docs_example_runs(block: Block, demo_output: Path, tmp_path: Path) -> N
     if block.skip_reason is not None:
         assert block.skip_reason, f"{block.id}: a no-test marker needs a reason"
         pytest.skip(f"no-test: {block.skip_reason}")
-    if _legacy_readme(block):
-        pytest.xfail("README.md predates its restructuring (see LEGACY_README_SHA256)")
     shutil.copytree(demo_output, tmp_path / "demo_output")
     script = tmp_path / "example.py"
     script.write_text(block.code, encoding="utf-8")

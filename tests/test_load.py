@@ -244,8 +244,12 @@ def test_hub_repo_ids_resolve_without_network(tmp_path: Path) -> None:
     assert hub_stream_url("stdKonjac/Sparkle") == "hf://datasets/stdKonjac/Sparkle"
     files = ["prompts/location_train.csv", "location_source_video_part00.tar", "season/source_video/a.mp4"]
     assert hub_patterns(False, ["location", "season"], files, "auto") == [
-        "prompts/location_*", "location_source_video_part*.tar", "location_edited_video_part*.tar",
-        "prompts/season_*", "season/source_video/*", "season/edited_video/*",
+        "prompts/location_*",
+        "location_source_video_part*.tar",
+        "location_edited_video_part*.tar",
+        "prompts/season_*",
+        "season/source_video/*",
+        "season/edited_video/*",
     ]
     for streaming in (False, True):
         with pytest.raises(SparkleHubError, match=r"not in the local cache.*repo: stdKonjac/Sparkle"):

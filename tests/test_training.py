@@ -336,6 +336,9 @@ def test_buckets_stack_and_resume_exactly() -> None:
     assert skipped.skip_report.ids == ["e0-5", "e1-5"]  # named, never silent
     with pytest.raises(SparkleDataError, match="e0-5"):
         list(make("raise"))
+    too_big = BucketedPairStream(fake_rows, fake_preprocess, batch_size=4, errors="skip")
+    with pytest.raises(SparkleDataError, match="no batch of 4"):  # never an endless loop
+        next(iter(too_big))
 
 
 def test_shape_policy() -> None:

@@ -60,7 +60,8 @@ class SparkleArtifacts:
             records = self._records(theme, name)
             if sample_id not in records:
                 raise SparkleDataError(
-                    f"no {name} record for this id", path=self.root.uri(intermediate_jsonl_path(theme, name)),
+                    f"no {name} record for this id",
+                    path=self.root.uri(intermediate_jsonl_path(theme, name)),
                     sample_id=sample_id,
                 )
             return records[sample_id]
@@ -110,7 +111,9 @@ class SparkleArtifacts:
                 shard, info = members[candidate]
                 return {"path": self.root.uri(shard), "offset": info.offset, "size": info.size}
         if must:
-            raise SparkleDataError(f"no {name} artefact for this id", path=self.root.uri(rel), sample_id=sample_id)
+            raise SparkleDataError(
+                f"no {name} artefact for this id", path=self.root.uri(rel), sample_id=sample_id
+            )
         return None
 
     def _read(self, ref: dict) -> bytes:
@@ -122,7 +125,10 @@ class SparkleArtifacts:
         ext = INTERMEDIATE_DIRS[name]
         if ext == ".mp4":
             return VideoReader(
-                ref["path"], offset=ref["offset"], size=ref["size"], storage_options=self.root.storage_options,
+                ref["path"],
+                offset=ref["offset"],
+                size=ref["size"],
+                storage_options=self.root.storage_options,
                 name=f"{ref['path']} ({name}/{sample_id})",
             )
         data = self._read(ref)

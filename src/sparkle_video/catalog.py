@@ -132,7 +132,9 @@ def read_entries(root: DataRoot, theme: str, options: LoadOptions, report: SkipR
         return []
 
 
-def filter_entries(root: DataRoot, theme: str, entries: list[SampleEntry], options: LoadOptions) -> list[SampleEntry]:
+def filter_entries(
+    root: DataRoot, theme: str, entries: list[SampleEntry], options: LoadOptions
+) -> list[SampleEntry]:
     kept = entries
     if options.subthemes is not None:
         kept = [e for e in kept if e.subtheme in options.subthemes]
@@ -142,11 +144,17 @@ def filter_entries(root: DataRoot, theme: str, entries: list[SampleEntry], optio
     for name, threshold in options.min_scores.items():
         rel = intermediate_jsonl_path(theme, name)
         if not root.exists(rel):
-            raise SparkleDataError(f"min_scores asks for {name} but the score file is absent", path=root.uri(rel))
+            raise SparkleDataError(
+                f"min_scores asks for {name} but the score file is absent", path=root.uri(rel)
+            )
         scores = read_jsonl(root.read_text(rel), root.uri(rel))
         field_name = SCORE_FILES[name]
         before = len(kept)
-        kept = [e for e in kept if (s := stage_score(scores.get(e.id, {}), field_name)) is not None and s >= threshold]
+        kept = [
+            e
+            for e in kept
+            if (s := stage_score(scores.get(e.id, {}), field_name)) is not None and s >= threshold
+        ]
         logger.info("%s: %d of %d samples pass %s >= %g", theme, len(kept), before, name, threshold)
     return kept
 
@@ -163,7 +171,9 @@ def check_selection(root: DataRoot, entries: Sequence[SampleEntry], options: Loa
         if unknown and len(unknown) == len(set(wanted)):
             raise SparkleDataError(f"{name}={unknown} match no sample of the selected themes", path=root.url)
         if unknown:
-            warnings.warn(f"{name} {unknown} match no sample of the selected themes ({root.url})", stacklevel=2)
+            warnings.warn(
+                f"{name} {unknown} match no sample of the selected themes ({root.url})", stacklevel=2
+            )
 
 
 def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: SkipReport) -> list[Unit]:
@@ -179,12 +189,16 @@ def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: Sk
     for theme, entries in selected:
         src_shards = [] if options.bench else root.shards(theme, "source")
         edt_shards = [] if options.bench else root.shards(theme, "edited")
-        use_shards = bool(src_shards or edt_shards) if options.layout == "auto" else options.layout == "shards"
+        use_shards = (
+            bool(src_shards or edt_shards) if options.layout == "auto" else options.layout == "shards"
+        )
         if use_shards:
             if not src_shards or not edt_shards:
                 kind = "source" if not src_shards else "edited"
                 raise SparkleDataError(f"no {theme}_{kind}_video_partXX.tar shards found", path=root.url)
-            units.append(Unit(theme, "tar-stream" if streaming else "tar-index", entries, src_shards, edt_shards))
+            units.append(
+                Unit(theme, "tar-stream" if streaming else "tar-index", entries, src_shards, edt_shards)
+            )
         else:
             for start in range(0, max(len(entries), 1), FOLDER_UNIT_ROWS):
                 chunk = entries[start : start + FOLDER_UNIT_ROWS]
@@ -240,7 +254,9 @@ def _folder_ref(root: DataRoot, rel: str, sid: str, cache: dict[str, dict[str, i
     return {"path": root.uri(rel), "offset": 0, "size": -1, "bytes": None}, listing[name]
 
 
-def _gen_folder(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport) -> Iterator[tuple[str, dict]]:
+def _gen_folder(
+    root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport
+) -> Iterator[tuple[str, dict]]:
     cache: dict[str, dict[str, int]] = {}
     for entry in unit.entries:
         try:
@@ -289,7 +305,9 @@ def _missing_reason(rel: str, shards: Sequence[str], damaged: dict[str, str]) ->
     return f"video {rel} is in no shard ({', '.join(shards)})"
 
 
-def _gen_tar_index(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport) -> Iterator[tuple[str, dict]]:
+def _gen_tar_index(
+    root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport
+) -> Iterator[tuple[str, dict]]:
     damaged: dict[str, str] = {}
     members = _index_shards(root, unit.source_shards + unit.edited_shards, options, report, damaged)
     for entry in unit.entries:
@@ -299,7 +317,9 @@ def _gen_tar_index(root: DataRoot, unit: Unit, options: LoadOptions, report: Ski
                 assert rel is not None
                 if rel not in members:
                     shards = unit.source_shards if rel == entry.source_path else unit.edited_shards
-                    raise SparkleDataError(_missing_reason(rel, shards, damaged), path=root.url, sample_id=entry.id)
+                    raise SparkleDataError(
+                        _missing_reason(rel, shards, damaged), path=root.url, sample_id=entry.id
+                    )
                 shard, member = members[rel]
                 ref = empty_ref()
                 ref.update(path=root.uri(shard), offset=member.offset, size=member.size, member=rel)
@@ -337,7 +357,9 @@ def _stream_members(
                 damaged[shard] = damage.reason
 
 
-def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport) -> Iterator[tuple[str, dict]]:
+def _gen_tar_stream(
+    root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport
+) -> Iterator[tuple[str, dict]]:
     """Join the source and edited shard streams on the fly.
 
     Both streams are advanced alternately, and whichever is behind is pulled first, so when the shards
@@ -353,7 +375,12 @@ def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: Sk
         root, unit.source_shards, {e.source_path for e in unit.entries}, options, report, damaged
     )
     edt_iter = _stream_members(
-        root, unit.edited_shards, {e.edited_path for e in unit.entries if e.edited_path}, options, report, damaged
+        root,
+        unit.edited_shards,
+        {e.edited_path for e in unit.entries if e.edited_path},
+        options,
+        report,
+        damaged,
     )
     pending: dict[str, dict[str, tuple[bytes, str]]] = {"src": {}, "edt": {}}
     done = {"src": False, "edt": False}
@@ -402,9 +429,7 @@ def _gen_tar_stream(root: DataRoot, unit: Unit, options: LoadOptions, report: Sk
         if entry.id in emitted:
             continue
         missing = [
-            kind
-            for kind, key in (("source", "src"), ("edited", "edt"))
-            if entry.id not in pending[key]
+            kind for kind, key in (("source", "src"), ("edited", "edt")) if entry.id not in pending[key]
         ]
         shards = unit.source_shards if "source" in missing else unit.edited_shards
         bad = [f"{s} is damaged: {damaged[s]}" for s in shards if s in damaged]

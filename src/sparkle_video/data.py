@@ -38,7 +38,9 @@ def ref_to_video(ref: dict | None, storage_options: dict | None = None) -> Video
     if ref is None or (ref.get("bytes") is None and not ref.get("path")):
         return None
     member = ref.get("member")
-    name = f"{ref.get('path')}::{member}" if member else ref.get("path")  # a tar member names itself (and its id)
+    name = (
+        f"{ref.get('path')}::{member}" if member else ref.get("path")
+    )  # a tar member names itself (and its id)
     if ref.get("bytes") is not None:
         return VideoReader(ref["bytes"], name=name or "<stream>")
     size = ref.get("size", -1)
@@ -71,7 +73,12 @@ def ref_to_image(ref: dict | None, storage_options: dict | None = None) -> Any:
 class RowDecoder:
     """Turns file-reference columns into lazy objects; picklable, so DataLoader workers can use it."""
 
-    def __init__(self, video_fields: Sequence[str], image_fields: Sequence[str] = (), storage_options: dict | None = None):
+    def __init__(
+        self,
+        video_fields: Sequence[str],
+        image_fields: Sequence[str] = (),
+        storage_options: dict | None = None,
+    ):
         self.video_fields = tuple(video_fields)
         self.image_fields = tuple(image_fields)
         self.storage_options = storage_options or {}
@@ -566,12 +573,21 @@ class SparkleCollator:
                 plan = fit_plan(reader.height, reader.width, (th, tw), self.resize)
                 native = plan.decode_size == (reader.height, reader.width)
                 frames = reader.get_frames(self.indices(available), size=None if native else plan.decode_size)
-                if plan.policy == "pad":  # black borders, the frame copied straight into its window
-                    out[b].zero_()
-                    window = out[b, :, :, plan.top : plan.top + frames.shape[1], plan.left : plan.left + frames.shape[2]]
+                if plan.policy == "pad":  # black borders only, the frame copied straight into its window
+                    bottom, right = plan.top + frames.shape[1], plan.left + frames.shape[2]
+                    for border in (
+                        out[b, :, :, : plan.top],
+                        out[b, :, :, bottom:],
+                        out[b, ..., : plan.left],
+                        out[b, ..., right:],
+                    ):
+                        border.zero_()
+                    window = out[b, :, :, plan.top : bottom, plan.left : right]
                 else:
                     frames, window = fit_frames(frames, plan, (th, tw)), out[b]
-                window.copy_(torch.from_numpy(frames).permute(3, 0, 1, 2))  # uint8 -> float, (T,H,W,C) -> (C,T,H,W)
+                window.copy_(
+                    torch.from_numpy(frames).permute(3, 0, 1, 2)
+                )  # uint8 -> float, (T,H,W,C) -> (C,T,H,W)
                 valid.append(min(available, self.num_frames))
             batch[name] = out.mul_((hi - lo) / 255.0).add_(lo)
             batch[f"{name}_num_valid_frames"] = torch.tensor(valid)

@@ -320,7 +320,9 @@ class VideoReader:
 
                 if (hub := hub_error_for_url(e, self._source)) is not None:  # an outage is not bad data
                     raise hub from e
-            raise SparkleDataError(f"not a readable video ({e.__class__.__name__}: {e})", path=self.name) from e
+            raise SparkleDataError(
+                f"not a readable video ({e.__class__.__name__}: {e})", path=self.name
+            ) from e
         if not container.streams.video:
             container.close()
             f.close()

@@ -183,6 +183,7 @@ DEMO_LAYOUT = {
     "bench": "Sparkle-Bench layout: {theme}_bench.csv, {theme}_metadata.jsonl, source_videos/, ref_images/",
     "hub": "Hub-ready export: data/{theme}/*.parquet with embedded mp4s and a README.md with configs",
     "previews": "side-by-side source | edited previews (.mp4) and one contact sheet (.png)",
+    "generated": "the generation pipeline (reference backends) run on procedural clips: sources/, dataset/, preview.png",
 }
 
 
@@ -206,7 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in DEMO_LAYOUT:  # only the demo's own sub-folders are replaced
         if (out / name).is_dir():
             shutil.rmtree(out / name)
-    folder, shards, bench, hub, previews = (out / name for name in DEMO_LAYOUT)
+    folder, shards, bench, hub, previews, _generated = (out / name for name in DEMO_LAYOUT)
     records = make_demo_records(num_per_theme=args.per_theme, num_frames=args.frames)
     write_sparkle(records, folder, overwrite=True, progress=False)
     print(
@@ -239,6 +240,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sheet = previews / f"{first['id']}.png"
     write_preview([first["source_video"], first["edited_video"]], first["prompt"], str(sheet))
     print(f"wrote {len(local)} side-by-side previews and a contact sheet ({sheet}) to {previews}")
+    from ..generation.demo import run_reference_demo
+
+    generated = run_reference_demo(out / "generated", num_frames=max(args.frames, 17), progress=False)
+    print(
+        f"generated {len(generated.result.published)} pairs from procedural clips with the reference "
+        f"pipeline into {generated.dataset} (preview: {generated.preview})"
+    )
     for name, what in DEMO_LAYOUT.items():
         print(f"  {out / name}: {what}")
     print(f"demo finished in {time.perf_counter() - start:.1f} s")

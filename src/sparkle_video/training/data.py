@@ -176,6 +176,7 @@ class BucketedPairStream:
         pos = self.position
         while self.max_epochs is None or pos.epoch < self.max_epochs:
             waiting = {i for idx in pos.pending.values() for i in idx}
+            full_pass = pos.rows_seen == 0 and not waiting
             buckets: dict[str, list[dict]] = {}
             emitted = False
             for index, row in enumerate(self.rows_for_epoch(pos.epoch)):
@@ -199,9 +200,13 @@ class BucketedPairStream:
                     yield collate(bucket), pos.to_dict()
                 else:
                     pos.pending = {k: [s["index"] for s in v] for k, v in buckets.items()}
-            if not emitted and pos.rows_seen == 0:
-                raise SparkleDataError("the training data yielded no usable pair")
             leftover = sum(len(v) for v in buckets.values())
+            if full_pass and not emitted:  # would loop forever
+                sizes = {k: len(v) for k, v in buckets.items()}
+                raise SparkleDataError(
+                    f"a whole pass over the training data made no batch of {self.batch_size}: {pos.rows_seen} rows, "
+                    f"{len(self.skip_report)} skipped so far, usable pairs per shape {sizes}"
+                )
             if leftover:
                 logger.info(
                     "epoch %d: %d pairs left in partly filled buckets carry over to no batch",

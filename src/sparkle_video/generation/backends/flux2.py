@@ -107,9 +107,7 @@ class Flux2KleinEditor:
     ) -> Flux2KleinEditor:
         from diffusers import Flux2KleinPipeline
 
-        pipe = Flux2KleinPipeline.from_pretrained(
-            model_id or cls.default_model_id, dtype=torch_dtype(dtype)
-        )
+        pipe = Flux2KleinPipeline.from_pretrained(model_id or cls.default_model_id, dtype=torch_dtype(dtype))
         place_pipeline(pipe, resolve_device(device), bool(offload))
         return cls(pipe, **settings)
 
