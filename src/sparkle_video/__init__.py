@@ -43,6 +43,10 @@ def __getattr__(name: str):  # heavy, optional parts load on first use
         from . import data
 
         return getattr(data, name)
+    if name == "show":
+        from .preview import show
+
+        return show
     if name in {"SparkleEditPipeline", "SparkleEditPipelineOutput"}:
         from . import pipelines
 
