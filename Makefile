@@ -35,6 +35,9 @@ bench: install
 	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/edit_pipeline.py
+	$(BIN)/python benchmarks/hub.py
+	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/train.py
 
 # Mutation testing of the critical modules ([tool.mutmut] in pyproject.toml); not part of CI (slow).
 # `make mutate ONLY="sparkle_video.masks*"` limits the run to matching mutants.

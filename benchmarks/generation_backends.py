@@ -30,17 +30,13 @@ import torch
 from timing import median_time
 
 from sparkle_video.generation.backends.protocols import ControlInputs
-from sparkle_video.generation.backends.registry import build_backend
+from sparkle_video.generation.backends.registry import build_backend, load_backend_config
 from sparkle_video.synthetic import make_pair
 
-MODEL = {
-    "vlm": "qwen-vl",
-    "image_editor": "flux2-klein",
-    "image_to_video": "wan-i2v",
-    "segmenter": "sam3",
-    "control_video": "wan-vace",
-    "scorer": "editscore",
-}
+
+def model_backends() -> dict[str, str]:
+    """Role -> the model backend the ``paper`` config uses for it (each is timed here in its tiny form)."""
+    return {role: spec.backend for role, spec in load_backend_config("paper").backends.items()}
 
 
 def role_calls(
@@ -99,7 +95,7 @@ def main() -> None:
     pair = make_pair(0, args.frames, args.height, args.width)
     clip, edited = pair.source, pair.edited[0]
     rows = []
-    for role, name in MODEL.items():
+    for role, name in model_backends().items():
         reference = build_backend(role, "reference", {})
         model = build_backend(role, name, {"tiny": True})
         if role == "scorer":

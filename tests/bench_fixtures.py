@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from sparkle_video.video import write_video
 
@@ -200,6 +201,35 @@ def write_results(
     for i in ids or list(info):
         d = info[i]
         write_video(edit_clip(d["source"], d["mask"], kind), result_path(save_dir, info, i), fps=fps)
+
+
+# -- fixtures shared by the judge tests (imported by function name; pytest finds them by ``name``) ---------
+@pytest.fixture(name="bench", scope="module")
+def bench_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A small Sparkle-Bench (two themes, two samples each) and its ``id -> info``."""
+    root = tmp_path_factory.mktemp("bench")
+    info = write_bench(root, {"location": 2, "time": 2}, frames=9)
+    return root, info
+
+
+@pytest.fixture(name="results")
+def results_fixture(tmp_path: Path, bench: tuple[Path, dict]) -> tuple[Path, dict]:
+    """A ``lively`` edit of every ``bench`` sample, in the official result layout."""
+    save = tmp_path / "results"
+    write_results(save, bench[1], "lively")
+    return save, bench[1]
+
+
+@pytest.fixture(name="server")
+def server_fixture():
+    """A :class:`JudgeServer`, stopped after the test."""
+    s = JudgeServer()
+    yield s
+    s.close()
+
+
+def no_sleep(_: float) -> None:
+    """A ``sleep`` that returns at once, so retry back-offs cost no time."""
 
 
 # -- a loopback judge server -----------------------------------------------------------------------

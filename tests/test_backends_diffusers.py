@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from backend_fixtures import random_image, random_video, record_pipeline_calls
 
 from sparkle_video.generation.backends.model_support import fit_size, frames_4k1
 from sparkle_video.generation.backends.protocols import (
@@ -18,23 +18,6 @@ from sparkle_video.generation.backends.protocols import (
     ImageToVideo,
 )
 from sparkle_video.generation.backends.registry import build_backend
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models are dominated by thread start-up; one thread is faster and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _image(seed: int, height: int = 40, width: int = 72) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def _video(seed: int, frames: int = 10, height: int = 36, width: int = 60) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +52,7 @@ def test_flux2_edit_shape_dtype_and_seed(editor):
     assert editor.inpaint_pipeline.__class__.__name__ == "Flux2KleinInpaintPipeline"
     # both pipelines share the same modules: erasing costs no extra memory
     assert editor.inpaint_pipeline.transformer is editor.edit_pipeline.transformer
-    image = _image(0)
+    image = random_image(0)
     a = editor.edit(image, "a beach at sunset", seed=1)
     assert a.shape == image.shape and a.dtype == np.uint8
     assert np.array_equal(a, editor.edit(image, "a beach at sunset", seed=1))
@@ -78,15 +61,8 @@ def test_flux2_edit_shape_dtype_and_seed(editor):
 
 
 def test_flux2_edit_sees_the_reference_image(editor, monkeypatch):
-    seen = {}
-    original = editor.edit_pipeline.__class__.__call__
-
-    def spy(pipe, *args, **kwargs):
-        seen.update(kwargs)
-        return original(pipe, *args, **kwargs)
-
-    monkeypatch.setattr(editor.edit_pipeline.__class__, "__call__", spy)
-    editor.edit(_image(3), "snow", seed=0)
+    seen = record_pipeline_calls(monkeypatch, editor.edit_pipeline)
+    editor.edit(random_image(3), "snow", seed=0)
     ref = seen["image"]
     assert (ref.height, ref.width) == (seen["height"], seen["width"])
     assert seen["height"] % 16 == 0 and seen["width"] % 16 == 0 and min(seen["height"], seen["width"]) >= 64
@@ -94,7 +70,7 @@ def test_flux2_edit_sees_the_reference_image(editor, monkeypatch):
 
 
 def test_flux2_erase_touches_only_the_mask(editor):
-    image = _image(1)
+    image = random_image(1)
     mask = np.zeros(image.shape[:2], bool)
     mask[8:24, 20:50] = True
     out = editor.erase(image, mask, seed=0)
@@ -118,7 +94,7 @@ def test_wan_i2v_frames_size_range_seed(animator):
     pipe = animator.pipeline
     assert pipe.__class__.__name__ == "WanImageToVideoPipeline"
     assert pipe.transformer_2 is not None and pipe.config.boundary_ratio == 0.9
-    image = _image(2, 36, 60)
+    image = random_image(2, 36, 60)
     video = animator.animate(image, "waves roll in", num_frames=10, seed=3)
     assert video.shape == (10, 36, 60, 3) and video.dtype == np.uint8
     assert np.array_equal(video, animator.animate(image, "waves roll in", num_frames=10, seed=3))
@@ -126,7 +102,7 @@ def test_wan_i2v_frames_size_range_seed(animator):
 
 
 def test_wan_i2v_makes_81_frames(animator):
-    video = animator.animate(_image(4, 32, 48), "leaves fall", num_frames=81, seed=0)
+    video = animator.animate(random_image(4, 32, 48), "leaves fall", num_frames=81, seed=0)
     assert video.shape == (81, 32, 48, 3)
 
 
@@ -143,7 +119,7 @@ def test_wan_i2v_uses_both_experts(animator, monkeypatch):
         monkeypatch.setattr(module, "forward", counted)
     animator.steps = 4
     try:
-        animator.animate(_image(5, 32, 48), "rain", num_frames=5, seed=0)
+        animator.animate(random_image(5, 32, 48), "rain", num_frames=5, seed=0)
     finally:
         animator.steps = 2
     assert calls["high"] > 0 and calls["low"] > 0
@@ -167,18 +143,11 @@ def test_vace_generate_shape_seed_and_inputs(vace, monkeypatch):
     assert isinstance(vace, ControlVideoGenerator)
     assert vace.pipeline.__class__.__name__ == "WanVACEPipeline"
     t, h, w = 10, 36, 60
-    source, background, control = _video(1, t, h, w), _video(2, t, h, w), _video(3, t, h, w)
+    source, background, control = random_video(1, t, h, w), random_video(2, t, h, w), random_video(3, t, h, w)
     inputs = ControlInputs(
-        "a snowy street", _image(6, h, w), control, source, np.zeros((t, h, w), bool), background
+        "a snowy street", random_image(6, h, w), control, source, np.zeros((t, h, w), bool), background
     )
-    seen = {}
-    original = vace.pipeline.__class__.__call__
-
-    def spy(pipe, *args, **kwargs):
-        seen.update(kwargs)
-        return original(pipe, *args, **kwargs)
-
-    monkeypatch.setattr(vace.pipeline.__class__, "__call__", spy)
+    seen = record_pipeline_calls(monkeypatch, vace.pipeline)
     out = vace.generate(inputs, seed=0)
     assert out.shape == (t, h, w, 3) and out.dtype == np.uint8
     assert np.array_equal(out, vace.generate(inputs, seed=0))

@@ -8,24 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from backend_fixtures import random_image
 
 from sparkle_video.generation.backends.protocols import ControlInputs
 from sparkle_video.generation.backends.registry import build_backend
 
 CPU = {"dtype": "float32", "device": "cpu"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models are dominated by thread start-up; one thread is faster and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _image(seed: int, height: int = 40, width: int = 72) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
 def test_flux2_klein_from_a_saved_pipeline(tmp_path: Path):
@@ -40,12 +28,12 @@ def test_flux2_klein_from_a_saved_pipeline(tmp_path: Path):
     loaded = build_backend(
         "image_editor", "flux2-klein", {"model_id": str(tmp_path / "klein"), **CPU, **options}
     )
-    image = _image(0)
+    image = random_image(0)
     assert np.array_equal(loaded.edit(image, "snow", seed=0), tiny.edit(image, "snow", seed=0))
 
 
 def test_wan_i2v_and_vace_from_saved_pipelines(tmp_path: Path):
-    image = _image(1, 32, 48)
+    image = random_image(1, 32, 48)
     i2v = build_backend("image_to_video", "wan-i2v", {"tiny": True})
     i2v.pipeline.save_pretrained(tmp_path / "i2v")
     options = {"steps": 2, "resolution": 32 * 48, "max_sequence_length": 16}
@@ -61,7 +49,7 @@ def test_wan_i2v_and_vace_from_saved_pipelines(tmp_path: Path):
     loaded = build_backend(
         "control_video", "wan-vace", {"model_id": str(tmp_path / "vace"), **CPU, **options}
     )
-    clip = np.stack([_image(i, 32, 48) for i in range(5)])
+    clip = np.stack([random_image(i, 32, 48) for i in range(5)])
     inputs = ControlInputs("rain", image, clip, clip, np.zeros(clip.shape[:3], bool), clip)
     assert np.array_equal(loaded.generate(inputs), vace.generate(inputs))
 
@@ -70,7 +58,7 @@ def test_sam3_from_a_saved_model(tmp_path: Path):
     tiny = build_backend("segmenter", "sam3", {"tiny": True})
     tiny.model.save_pretrained(tmp_path / "sam3")
     loaded = build_backend("segmenter", "sam3", {"model_id": str(tmp_path / "sam3"), **CPU})
-    clip = np.stack([_image(i, 24, 32) for i in range(5)])
+    clip = np.stack([random_image(i, 24, 32) for i in range(5)])
     assert np.array_equal(loaded.segment(clip, 2, [(2, 2, 20, 20)]), tiny.segment(clip, 2, [(2, 2, 20, 20)]))
 
 
@@ -86,7 +74,7 @@ def test_qwen_vl_from_a_saved_checkpoint(tmp_path: Path):
     options = {"max_new_tokens": 16, "temperature": 0.0}
     loaded = build_backend("vlm", "qwen-vl", {"model_id": str(tmp_path / "qwen3vl"), **CPU, **options})
     assert loaded.box_format == "qwen3" and loaded.chat.image_processor.patch_size == 16
-    chats = [([_image(2)], "hello"), ([_image(3), _image(4)], "and these")]
+    chats = [([random_image(2)], "hello"), ([random_image(3), random_image(4)], "and these")]
     assert loaded.chat.generate(chats) == tiny.chat.generate(chats)
     with pytest.raises(ValueError, match="family"):
         build_backend("vlm", "qwen-vl", {"model_id": str(tmp_path / "qwen3vl"), "family": "qwen3"})
@@ -106,7 +94,7 @@ def test_editscore_base_plus_peft_adapter_from_folders(tmp_path: Path):
     adapted = EditScoreScorer.tiny(0, adapter_id=str(tmp_path / "adapter"))
     options = {"adapter_id": str(tmp_path / "adapter"), "max_new_tokens": 16, "temperature": 0.0, "seed": 0}
     loaded = build_backend("scorer", "editscore", {"model_id": str(tmp_path / "base"), **CPU, **options})
-    chats = [([_image(5), _image(6)], "judge")]
+    chats = [([random_image(5), random_image(6)], "judge")]
     assert loaded.chat.generate(chats) == adapted.chat.generate(chats)
     name = "model.language_model.layers.1.self_attn.v_proj.weight"
     assert torch.equal(

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from backend_fixtures import random_image
 from PIL import Image
 
 from sparkle_video.errors import SparkleDataError
@@ -26,17 +27,8 @@ from sparkle_video.generation.backends.qwen_vl import (
 from sparkle_video.generation.backends.registry import build_backend
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models are dominated by thread start-up; one thread is faster and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _image(seed: int, height: int = 40, width: int = 60) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return random_image(seed, height, width)
 
 
 # -- grounding parser -------------------------------------------------------------------------------

@@ -23,15 +23,6 @@ from sparkle_video.generation.backends.sam3 import (
 T, H, W = 9, 40, 60
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models are dominated by thread start-up; one thread is faster and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def segmenter():
     return build_backend("segmenter", "sam3", {"tiny": True})

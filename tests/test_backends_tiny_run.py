@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sparkle_video.artifacts import SparkleArtifacts
 from sparkle_video.cli import main
@@ -17,15 +16,6 @@ from sparkle_video.synthetic import make_pair
 from sparkle_video.video import write_video
 
 FRAMES, HEIGHT, WIDTH = 21, 112, 192
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models are dominated by thread start-up; one thread is faster and steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_tiny_config_names_the_model_backends():

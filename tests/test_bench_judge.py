@@ -8,7 +8,16 @@ import logging
 from pathlib import Path
 
 import pytest
-from bench_fixtures import JudgeServer, bench_rows, reply_text, result_path, write_bench, write_results
+from bench_fixtures import (  # noqa: F401  (the *_fixture names are pytest fixtures, used by name)
+    JudgeServer,
+    bench_fixture,
+    bench_rows,
+    no_sleep,
+    reply_text,
+    result_path,
+    results_fixture,
+    server_fixture,
+)
 
 from sparkle_video.bench.judge import (
     GeminiJudge,
@@ -26,27 +35,6 @@ KEY = "sk-test-SECRET-0123456789"
 
 
 @pytest.fixture
-def server():
-    s = JudgeServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("bench")
-    info = write_bench(root, {"location": 2, "time": 2}, frames=9)
-    return root, info
-
-
-@pytest.fixture
-def results(tmp_path: Path, bench: tuple[Path, dict]) -> tuple[Path, dict]:
-    save = tmp_path / "results"
-    write_results(save, bench[1], "lively")
-    return save, bench[1]
-
-
-@pytest.fixture
 def key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
     return KEY
@@ -54,10 +42,6 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def judge(server: JudgeServer, **kw) -> OpenAIJudge:
     return OpenAIJudge("judge-x", base_url=server.url + "/v1", api_key_env="JUDGE_TEST_KEY", **kw)
-
-
-def no_sleep(_: float) -> None:
-    pass
 
 
 # -- rubric ------------------------------------------------------------------------------------------

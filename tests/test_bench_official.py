@@ -11,13 +11,16 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
-from bench_fixtures import (
+from bench_fixtures import (  # noqa: F401  (the *_fixture names are pytest fixtures, used by name)
     JudgeServer,
+    bench_fixture,
     bench_rows,
     edit_clip,
+    no_sleep,
     reply_text,
     result_path,
-    write_bench,
+    results_fixture,
+    server_fixture,
     write_openve_bench,
     write_results,
 )
@@ -36,31 +39,6 @@ from sparkle_video.bench.score import score_results
 from sparkle_video.video import write_video
 
 KEY = "azure-test-SECRET-9876543210"
-
-
-@pytest.fixture
-def server():
-    s = JudgeServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("bench")
-    info = write_bench(root, {"location": 2, "time": 2}, frames=9)
-    return root, info
-
-
-@pytest.fixture
-def results(tmp_path: Path, bench: tuple[Path, dict]) -> tuple[Path, dict]:
-    save = tmp_path / "results"
-    write_results(save, bench[1], "lively")
-    return save, bench[1]
-
-
-def no_sleep(_: float) -> None:
-    pass
 
 
 # -- official vs lenient parsing through a real server -------------------------------------------------

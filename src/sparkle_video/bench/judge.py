@@ -518,6 +518,22 @@ def _ask_with_retries(
     raise RuntimeError(f"gave up after {max_attempts} attempts; last error: {last}")
 
 
+def check_readable(entry: ResultEntry) -> None:
+    """Refuse a corrupt edited file up front: it is not the judge's problem, so it gets no retries."""
+    problem = mp4_problem(entry.path)
+    if problem is not None:
+        raise _Unreadable(problem)
+
+
+def note_truncation(record: dict[str, Any], entry: ResultEntry) -> dict[str, Any]:
+    """``record``, with a ``truncated`` key only when the edit is shorter than its source (other
+    records stay exactly as the official scorers write them)."""
+    counts = frame_counts(entry)
+    if counts is not None:
+        record["truncated"] = {"source_frames": counts[0], "edited_frames": counts[1]}
+    return record
+
+
 def _judge_one(
     entry: ResultEntry,
     backend: JudgeBackend,
@@ -525,9 +541,7 @@ def _judge_one(
     rubric: str | None,
     retry: dict[str, Any],
 ) -> dict[str, Any]:
-    problem = mp4_problem(entry.path)  # a corrupt file is not the judge's problem: no retries
-    if problem is not None:
-        raise _Unreadable(problem)
+    check_readable(entry)
     source = entry.row["source_video"]
     videos = [
         source.read_bytes() if hasattr(source, "read_bytes") else Path(source).read_bytes(),
@@ -545,10 +559,94 @@ def _judge_one(
         "scores": scores,
         "result": reply,
     }
-    counts = frame_counts(entry)
-    if counts is not None:  # an extra key only on truncated results: other records stay official
-        record["truncated"] = {"source_frames": counts[0], "edited_frames": counts[1]}
-    return record
+    return note_truncation(record, entry)
+
+
+def retry_options(
+    parse: str,
+    concurrency: int,
+    max_attempts: int,
+    backoff_s: float,
+    backoff_max_s: float,
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
+    """Checked run options, as the keyword arguments each sample's retry loop takes."""
+    if concurrency < 1 or max_attempts < 1:
+        raise JudgeConfigError("concurrency and max_attempts must be at least 1")
+    if parse not in PARSE_MODES:
+        raise JudgeConfigError(f"parse must be one of {PARSE_MODES}, got {parse!r}")
+    return {
+        "max_attempts": max_attempts,
+        "backoff_s": backoff_s,
+        "backoff_max_s": backoff_max_s,
+        "sleep": sleep,
+        "parse": parse,
+    }
+
+
+def start_run(
+    rows: list[dict[str, Any]],
+    save_dir: Path,
+    model: str,
+    proto: JudgeProtocol,
+    settings: dict[str, Any],
+) -> tuple[JudgeRun, ResultSet]:
+    """A run over the results in ``save_dir`` for ``rows`` (its record files still to name), and those
+    results; a folder whose summary names other judge settings is refused before anything is asked."""
+    check_settings(save_dir / summary_file_name(model, proto.name), settings)
+    results = scan_results(save_dir, rows)
+    run = JudgeRun(
+        save_dir=save_dir, judge_model=model, protocol=proto.name, record_files={}, results=results
+    )
+    return run, results
+
+
+def finish_run(run: JudgeRun, summary: dict[str, Any], settings: dict[str, Any]) -> JudgeRun:
+    """``run`` with its summary, which names the judge settings and counts the truncated results."""
+    run.summary = {**summary, "judge_settings": settings, "truncated": len(run.truncated)}
+    return run
+
+
+def ask_pending(
+    run: JudgeRun,
+    pending: Sequence[ResultEntry],
+    judge_one: Callable[[ResultEntry], dict[str, Any]],
+    keep: Callable[[ResultEntry, dict[str, Any]], None],
+    *,
+    concurrency: int,
+    progress: bool,
+) -> None:
+    """Judge ``pending`` on a thread pool, handing each record to ``keep`` as it arrives.
+
+    An unreadable edit or a sample whose every attempt failed is named on ``run`` (and asked again on
+    the next run). On Ctrl-C queued requests are cancelled, not awaited: what was kept is already on disk.
+    """
+    run.asked = len(pending)
+    desc = f"judge {run.judge_model} ({run.protocol})"
+    bar = tqdm(total=len(pending), desc=desc, unit="pair", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    futures: dict[Future[dict[str, Any]], ResultEntry] = {pool.submit(judge_one, e): e for e in pending}
+    remaining = set(futures)
+    try:
+        while remaining:
+            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                entry = futures[fut]
+                try:
+                    record = fut.result()
+                except _Unreadable as e:
+                    run.unreadable_edited.append((entry.id, str(e)))
+                except Exception as e:  # upload and read failures included
+                    reason = str(e) if isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
+                    run.failed.append((entry.id, reason))
+                    logger.warning("judge %s: %s failed: %s", run.protocol, entry.id, reason)
+                else:
+                    keep(entry, record)
+                    run.answered += 1
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=not remaining, cancel_futures=True)
+        bar.close()
 
 
 def judge_results(
@@ -576,19 +674,14 @@ def judge_results(
     is refused.
     """
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    if concurrency < 1 or max_attempts < 1:
-        raise JudgeConfigError("concurrency and max_attempts must be at least 1")
-    if parse not in PARSE_MODES:
-        raise JudgeConfigError(f"parse must be one of {PARSE_MODES}, got {parse!r}")
+    retry = retry_options(parse, concurrency, max_attempts, backoff_s, backoff_max_s, sleep)
     model = judge_model or backend.model
     root = Path(save_dir)
     settings = judge_settings(proto, parse, rubric)
-    check_settings(root / summary_file_name(model, proto.name), settings)
     rows = [dict(r) for r in rows]
-    results = scan_results(root, rows)
+    run, results = start_run(rows, root, model, proto, settings)
     themes = sorted({str(r["theme"]) for r in rows})
-    files = {t: root / judge_file_name(t, model, proto.name) for t in themes}
-    run = JudgeRun(save_dir=root, judge_model=model, protocol=proto.name, record_files=files, results=results)
+    files = run.record_files = {t: root / judge_file_name(t, model, proto.name) for t in themes}
 
     done: dict[str, dict] = {}
     for theme, path in files.items():
@@ -597,41 +690,20 @@ def judge_results(
         done.update({sid: r for sid, r in recs.items() if r.get("edit_type", theme) == theme})
     pending = [e for e in results.entries if e.id not in done]
     run.reused = len(results.entries) - len(pending)
-    run.asked = len(pending)
     writer = RecordWriter()
-    retry = {
-        "max_attempts": max_attempts,
-        "backoff_s": backoff_s,
-        "backoff_max_s": backoff_max_s,
-        "sleep": sleep,
-        "parse": parse,
-    }
-    bar = tqdm(total=len(pending), desc=f"judge {model} ({proto.name})", unit="pair", disable=not progress)
-    pool = ThreadPoolExecutor(max_workers=concurrency)
-    futures: dict[Future[dict[str, Any]], ResultEntry] = {
-        pool.submit(_judge_one, e, backend, proto, rubric, retry): e for e in pending
-    }
-    remaining = set(futures)
-    try:
-        while remaining:
-            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                entry = futures[fut]
-                try:
-                    record = fut.result()
-                except _Unreadable as e:
-                    run.unreadable_edited.append((entry.id, str(e)))
-                except Exception as e:
-                    run.failed.append((entry.id, str(e)))
-                    logger.warning("judge: %s failed: %s", entry.id, e)
-                else:
-                    writer.append(files[entry.theme], record)
-                    done[entry.id] = record
-                    run.answered += 1
-                bar.update(1)
-    finally:  # on Ctrl-C, do not wait for queued requests; what was answered is already on disk
-        pool.shutdown(wait=not remaining, cancel_futures=True)
-        bar.close()
+
+    def keep(entry: ResultEntry, record: dict[str, Any]) -> None:
+        writer.append(files[entry.theme], record)
+        done[entry.id] = record
+
+    ask_pending(
+        run,
+        pending,
+        lambda e: _judge_one(e, backend, proto, rubric, retry),
+        keep,
+        concurrency=concurrency,
+        progress=progress,
+    )
     wanted = {e.id for e in results.entries}
     kept = [r for sid, r in done.items() if sid in wanted]
     run.truncated = sorted(
@@ -639,10 +711,7 @@ def judge_results(
         for r in kept
         if isinstance(r.get("truncated"), dict)
     )
-    run.summary = summarize(kept, proto)
-    run.summary["judge_settings"] = settings
-    run.summary["truncated"] = len(run.truncated)
-    return run
+    return finish_run(run, summarize(kept, proto), settings)
 
 
 def load_judge_records(

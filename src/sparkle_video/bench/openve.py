@@ -31,11 +31,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from ..errors import SparkleDataError
 from ..layout import safe_relpath
@@ -45,13 +42,17 @@ from .judge import (
     JudgeRun,
     RecordWriter,
     _ask_with_retries,
-    check_settings,
+    ask_pending,
+    check_readable,
+    finish_run,
     judge_settings,
+    note_truncation,
+    retry_options,
+    start_run,
     summarize,
-    summary_file_name,
 )
-from .results import ResultEntry, frame_counts, mp4_problem, scan_results
-from .rubric import OPENVE, PARSE_MODES
+from .results import ResultEntry
+from .rubric import OPENVE
 
 logger = logging.getLogger("sparkle_video.bench")
 
@@ -198,23 +199,14 @@ class _FilesBackend:
 def _judge_openve_one(
     entry: ResultEntry, backend: Any, rubric: str | None, retry: dict[str, Any], poll: Callable[[float], None]
 ) -> dict[str, Any]:
-    problem = mp4_problem(entry.path)
-    if problem is not None:
-        raise _Unreadable(problem)
+    check_readable(entry)
     source = entry.row["source_video"]
     files = backend.upload([source.source, str(entry.path)], sleep=poll)
     prompt = str(entry.row["prompt"])
     system = OPENVE.build_prompt(prompt, rubric)
     scores, reply = _ask_with_retries(_FilesBackend(backend, files), OPENVE, system, [], **retry)
     record: dict[str, Any] = {"scores": scores, "prompt": prompt, "edited_type": entry.theme, "result": reply}
-    counts = frame_counts(entry)
-    if counts is not None:
-        record["truncated"] = {"source_frames": counts[0], "edited_frames": counts[1]}
-    return record
-
-
-class _Unreadable(Exception):
-    pass
+    return note_truncation(record, entry)
 
 
 def judge_openve(
@@ -241,19 +233,13 @@ def judge_openve(
         raise JudgeConfigError(
             "OpenVE-Bench is judged by native Gemini with uploaded files: use --backend gemini"
         )
-    if parse not in PARSE_MODES:
-        raise JudgeConfigError(f"parse must be one of {PARSE_MODES}, got {parse!r}")
-    if concurrency < 1 or max_attempts < 1:
-        raise JudgeConfigError("concurrency and max_attempts must be at least 1")
+    retry = retry_options(parse, concurrency, max_attempts, backoff_s, backoff_max_s, sleep)
     model = judge_model or backend.model
     root = Path(save_dir)
     settings = judge_settings(OPENVE, parse, rubric)
-    check_settings(root / summary_file_name(model, OPENVE.name), settings)
-    rows = [dict(r) for r in rows]
-    results = scan_results(root, rows)
+    run, results = start_run([dict(r) for r in rows], root, model, OPENVE, settings)
     path = root / openve_record_name(model)
-    run = JudgeRun(save_dir=root, judge_model=model, protocol=OPENVE.name, record_files={"openve": path})
-    run.results = results
+    run.record_files = {"openve": path}
     existing, run.corrupt_lines = read_openve_records(path)
     available = Counter((str(r["edited_type"]), str(r["prompt"])) for r in existing)
     pending = []
@@ -264,41 +250,25 @@ def judge_openve(
             run.reused += 1
         else:
             pending.append(entry)
-    run.asked = len(pending)
-    retry = {
-        "max_attempts": max_attempts,
-        "backoff_s": backoff_s,
-        "backoff_max_s": backoff_max_s,
-        "sleep": sleep,
-        "parse": parse,
-    }
     writer = RecordWriter(ensure_ascii=True)  # the official file is written with json.dumps defaults
     new: list[dict[str, Any]] = []
-    bar = tqdm(total=len(pending), desc=f"judge {model} (openve)", unit="pair", disable=not progress)
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(_judge_openve_one, e, backend, rubric, retry, sleep): e for e in pending}
-        for fut, entry in futures.items():
-            try:
-                record = fut.result()
-            except _Unreadable as e:
-                run.unreadable_edited.append((entry.id, str(e)))
-            except Exception as e:  # upload failures included: named, asked again next run
-                reason = str(e) if isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
-                run.failed.append((entry.id, reason))
-                logger.warning("judge openve: %s failed: %s", entry.id, reason)
-            else:
-                writer.append(path, record)
-                new.append(record)
-                if isinstance(record.get("truncated"), dict):
-                    t = record["truncated"]
-                    run.truncated.append((entry.id, t["source_frames"], t["edited_frames"]))
-                run.answered += 1
-            bar.update(1)
-    bar.close()
+
+    def keep(entry: ResultEntry, record: dict[str, Any]) -> None:
+        writer.append(path, record)
+        new.append(record)
+        if isinstance(record.get("truncated"), dict):
+            t = record["truncated"]
+            run.truncated.append((entry.id, t["source_frames"], t["edited_frames"]))
+
+    ask_pending(
+        run,
+        pending,
+        lambda e: _judge_openve_one(e, backend, rubric, retry, sleep),
+        keep,
+        concurrency=concurrency,
+        progress=progress,
+    )
     records = existing + new
     run.truncated.sort()
-    run.summary = summarize([{**r, "edit_type": r["edited_type"]} for r in records], OPENVE)
-    run.summary["openve"] = openve_average(records)
-    run.summary["judge_settings"] = settings
-    run.summary["truncated"] = len(run.truncated)
-    return run
+    summary = summarize([{**r, "edit_type": r["edited_type"]} for r in records], OPENVE)
+    return finish_run(run, {**summary, "openve": openve_average(records)}, settings)

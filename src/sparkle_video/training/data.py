@@ -261,7 +261,14 @@ def prefetch(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
                 raise item
             yield item
     finally:
+        # Stop the producer and wait for it: a thread still decoding while the interpreter shuts down
+        # aborts the process ("terminate called without an active exception") after a finished run.
         stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()  # unblock a pending put
+            except queue.Empty:
+                thread.join(timeout=0.1)
 
 
 def collator_preprocess(video: Any, num_frames: int, height: int, width: int) -> np.ndarray:

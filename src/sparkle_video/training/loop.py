@@ -19,7 +19,6 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,8 +443,8 @@ class Trainer:
         losses: list[torch.Tensor] = []
         last_loss = float("nan")
         skipped_seen = len(getattr(self.stream, "skip_report", SkipReport()))
+        data = prefetch(self.stream, cfg.prefetch)
         try:
-            data: Iterable = prefetch(self.stream, cfg.prefetch)
             for batch, position in data:
                 if self.step >= cfg.max_steps:
                     break
@@ -496,6 +495,7 @@ class Trainer:
             if self.step < cfg.max_steps:
                 raise RuntimeError(f"the data ran out at step {self.step} of {cfg.max_steps}")
         finally:
+            data.close()  # joins the prefetch thread before anything else happens
             bar.close()
             if log is not None:
                 log.close()

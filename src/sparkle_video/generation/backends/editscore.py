@@ -20,7 +20,7 @@ import numpy as np
 from ...errors import SparkleDataError
 from .model_support import check_options, resolve_device, torch_dtype
 from .protocols import EditScore, Resources
-from .qwen_vl import QwenChat, extract_json, load_qwen_chat, tiny_qwen_chat
+from .qwen_vl import QwenChat, extract_json, pop_options, qwen_chat_from_options, tiny_qwen_chat
 
 #: EditScore's reply scale (its ``score_range``); scores are mapped to 0-10 by dividing by 2.5.
 SCORE_RANGE = 25
@@ -128,9 +128,9 @@ class EditScoreScorer:
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> EditScoreScorer:
         opts = check_options(cls.__name__, options, cls.option_keys)
-        role = {k: opts.pop(k) for k in ("max_attempts",) if k in opts}
-        chat_opts = {k: opts.pop(k) for k in ("max_new_tokens", "temperature") if k in opts}
-        sizes = {k: opts.pop(k) for k in ("max_pixels", "min_pixels") if k in opts}
+        role = pop_options(opts, ("max_attempts",))
+        chat_opts = pop_options(opts, ("max_new_tokens", "temperature"))
+        sizes = pop_options(opts, ("max_pixels", "min_pixels"))
         seed = int(opts.pop("seed", 42))
         if opts.pop("tiny", False):
             return cls.tiny(
@@ -145,15 +145,12 @@ class EditScoreScorer:
             )
         chat_opts.setdefault("temperature", 0.7)
         chat_opts.setdefault("max_new_tokens", 512)
-        chat = load_qwen_chat(
-            opts.get("model_id") or cls.default_model_id,
-            dtype=opts.get("dtype", "bfloat16"),
-            device=opts.get("device", "auto"),
-            max_pixels=sizes.get("max_pixels"),
-            min_pixels=sizes.get("min_pixels"),
+        chat = qwen_chat_from_options(
+            opts,
+            cls.default_model_id,
+            sizes,
             adapter_id=opts.get("adapter_id", cls.default_adapter_id),
             merge_adapter=opts.get("merge_adapter", True),
-            offload=bool(opts.get("offload", False)),
             **chat_opts,
         )
         return cls(chat, seed=seed, **role)

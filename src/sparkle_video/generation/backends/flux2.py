@@ -14,18 +14,15 @@ import numpy as np
 
 from .model_support import (
     COMMON_OPTION_KEYS,
-    check_options,
+    PipelineBackend,
     eval_mode,
     fit_size,
     float_to_uint8,
     generator,
     mask_to_pil,
-    place_pipeline,
     resize_image,
-    resolve_device,
     tiny_chat_tokenizer,
     to_pil,
-    torch_dtype,
 )
 from .protocols import Resources
 
@@ -33,7 +30,7 @@ from .protocols import Resources
 DEFAULT_ERASE_PROMPT = "the empty background scene, with nothing in front of it"
 
 
-class Flux2KleinEditor:
+class Flux2KleinEditor(PipelineBackend):
     """FLUX.2-klein as the image editor (edit and erase).
 
     Options: the common ones (``model_id`` default ``black-forest-labs/FLUX.2-klein-9B``, ``steps`` 4 and
@@ -54,6 +51,12 @@ class Flux2KleinEditor:
         "text_encoder_out_layers",
     )
     default_model_id: ClassVar[str] = "black-forest-labs/FLUX.2-klein-9B"
+    tiny_settings: ClassVar[Mapping[str, Any]] = {
+        "steps": 2,
+        "resolution": 64 * 96,
+        "max_sequence_length": 32,
+        "text_encoder_out_layers": (1, 2, 3),
+    }
 
     def __init__(
         self,
@@ -87,51 +90,15 @@ class Flux2KleinEditor:
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> Flux2KleinEditor:
-        opts = check_options(cls.__name__, options, cls.option_keys)
-        if opts.pop("tiny", False):
-            opts.pop("model_id", None)
-            return cls.tiny(**opts)
-        return cls.from_pretrained(**opts)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id: str | None = None,
-        *,
-        dtype: str = "bfloat16",
-        device: str | None = "auto",
-        offload: bool = False,
-        seed: int | None = None,
-        **settings: Any,
-    ) -> Flux2KleinEditor:
+    def load_pipeline(cls, model_id: str, dtype: Any) -> Any:
         from diffusers import Flux2KleinPipeline
 
-        pipe = Flux2KleinPipeline.from_pretrained(model_id or cls.default_model_id, dtype=torch_dtype(dtype))
-        place_pipeline(pipe, resolve_device(device), bool(offload))
-        return cls(pipe, **settings)
+        return Flux2KleinPipeline.from_pretrained(model_id, dtype=dtype)
 
     @classmethod
-    def tiny(
-        cls,
-        seed: int = 0,
-        *,
-        dtype: str = "float32",
-        device: str | None = "cpu",
-        offload: bool = False,
-        **settings: Any,
-    ) -> Flux2KleinEditor:
+    def tiny_pipeline(cls, seed: int) -> Any:
         """Random weights, tiny configuration, same classes (a step takes about a second on a CPU)."""
-        pipe = tiny_flux2_klein_pipeline(seed)
-        if resolve_device(device) != "cpu":  # built on the CPU already
-            pipe.to(resolve_device(device))
-        if dtype != "float32":
-            pipe.to(dtype=torch_dtype(dtype))
-        settings.setdefault("steps", 2)
-        settings.setdefault("resolution", 64 * 96)
-        settings.setdefault("max_sequence_length", 32)
-        settings.setdefault("text_encoder_out_layers", (1, 2, 3))
-        return cls(pipe, **settings)
+        return tiny_flux2_klein_pipeline(seed)
 
     # -- role ---------------------------------------------------------------------------------------
     def working_size(self, height: int, width: int) -> tuple[int, int]:

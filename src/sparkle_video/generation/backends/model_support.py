@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -177,3 +177,94 @@ def eval_mode(pipe: Any) -> Any:
         if hasattr(component, "eval") and hasattr(component, "parameters"):
             component.eval()
     return pipe
+
+
+_Backend = TypeVar("_Backend", bound="ModelBackend")
+
+
+class ModelBackend:
+    """What every checkpoint-backed model backend does with its config entry.
+
+    ``from_config`` refuses unknown keys, then builds the tiny random-weight model (``tiny: true``; a
+    ``model_id`` is then ignored) or loads the checkpoint, both from the remaining options. A subclass
+    names its ``option_keys`` and ``default_model_id`` and defines ``from_pretrained`` and ``tiny``.
+    """
+
+    option_keys: ClassVar[tuple[str, ...]] = COMMON_OPTION_KEYS
+    default_model_id: ClassVar[str]
+
+    @classmethod
+    def from_config(cls: type[_Backend], options: Mapping[str, Any]) -> _Backend:
+        opts = check_options(cls.__name__, options, cls.option_keys)
+        if opts.pop("tiny", False):
+            opts.pop("model_id", None)
+            return cls.tiny(**opts)
+        return cls.from_pretrained(**opts)
+
+    @classmethod
+    def from_pretrained(cls: type[_Backend], model_id: str | None = None, **options: Any) -> _Backend:
+        raise NotImplementedError(f"{cls.__name__} does not load checkpoints")
+
+    @classmethod
+    def tiny(cls: type[_Backend], seed: int = 0, **options: Any) -> _Backend:
+        raise NotImplementedError(f"{cls.__name__} has no tiny model")
+
+
+_Pipeline = TypeVar("_Pipeline", bound="PipelineBackend")
+
+
+class PipelineBackend(ModelBackend):
+    """A model backend wrapping one diffusers pipeline, built as ``cls(pipeline, **settings)``.
+
+    The checkpoint path loads the pipeline in ``dtype`` and places it (``offload``: model CPU offload;
+    ``default_offload`` when not given); the tiny path builds it on the CPU in float32, then moves it, and
+    fills the settings the tiny configuration needs (``tiny_settings``) unless given. A subclass says
+    how its pipeline is loaded (``load_pipeline``) and built tiny (``tiny_pipeline``).
+    """
+
+    default_offload: ClassVar[bool] = False
+    tiny_settings: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def load_pipeline(cls, model_id: str, dtype: Any) -> Any:
+        """The checkpoint's pipeline with its weights in ``dtype`` (a torch dtype), on the CPU."""
+        raise NotImplementedError
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int) -> Any:
+        """The pipeline with random weights and a tiny configuration, in float32 on the CPU."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_Pipeline],
+        model_id: str | None = None,
+        *,
+        dtype: str = "bfloat16",
+        device: str | None = "auto",
+        offload: bool | None = None,
+        seed: int | None = None,
+        **settings: Any,
+    ) -> _Pipeline:
+        pipe = cls.load_pipeline(model_id or cls.default_model_id, torch_dtype(dtype))
+        place_pipeline(
+            pipe, resolve_device(device), bool(cls.default_offload if offload is None else offload)
+        )
+        return cls(pipe, **settings)
+
+    @classmethod
+    def tiny(
+        cls: type[_Pipeline],
+        seed: int = 0,
+        *,
+        dtype: str = "float32",
+        device: str | None = "cpu",
+        offload: bool = False,
+        **settings: Any,
+    ) -> _Pipeline:
+        pipe = cls.tiny_pipeline(seed)
+        if resolve_device(device) != "cpu":  # built on the CPU already
+            pipe.to(resolve_device(device))
+        if dtype != "float32":
+            pipe.to(dtype=torch_dtype(dtype))
+        return cls(pipe, **{**cls.tiny_settings, **settings})

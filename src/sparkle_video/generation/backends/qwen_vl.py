@@ -371,6 +371,28 @@ def load_qwen_chat(
     return QwenChat(model, AutoTokenizer.from_pretrained(model_id), image_processor, **chat)
 
 
+def pop_options(opts: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """Take ``keys`` out of a backend's checked options: those present, as their own keyword set."""
+    return {k: opts.pop(k) for k in keys if k in opts}
+
+
+def qwen_chat_from_options(
+    opts: Mapping[str, Any], default_model_id: str, sizes: Mapping[str, Any], **chat: Any
+) -> QwenChat:
+    """The checkpoint path of the Qwen-VL backends: :func:`load_qwen_chat` from a config entry's options
+    (``model_id``, ``dtype`` default ``bfloat16``, ``device`` default ``auto``, ``offload``) and the
+    per-image ``sizes`` (``max_pixels``/``min_pixels``)."""
+    return load_qwen_chat(
+        opts.get("model_id") or default_model_id,
+        dtype=opts.get("dtype", "bfloat16"),
+        device=opts.get("device", "auto"),
+        max_pixels=sizes.get("max_pixels"),
+        min_pixels=sizes.get("min_pixels"),
+        offload=bool(opts.get("offload", False)),
+        **chat,
+    )
+
+
 def tiny_qwen_chat(
     family: str = "qwen3",
     seed: int = 0,
@@ -520,9 +542,9 @@ class QwenVLM:
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> QwenVLM:
         opts = check_options(cls.__name__, options, cls.option_keys)
-        role = {k: opts.pop(k) for k in ("camera_frames", "relocate_batch") if k in opts}
-        chat_opts = {k: opts.pop(k) for k in ("max_new_tokens", "temperature") if k in opts}
-        sizes = {k: opts.pop(k) for k in ("max_pixels", "min_pixels") if k in opts}
+        role = pop_options(opts, ("camera_frames", "relocate_batch"))
+        chat_opts = pop_options(opts, ("max_new_tokens", "temperature"))
+        sizes = pop_options(opts, ("max_pixels", "min_pixels"))
         if opts.pop("tiny", False):
             opts.pop("offload", None)  # a tiny model fits anywhere
             return cls.tiny(
@@ -536,16 +558,7 @@ class QwenVLM:
             )
         if "family" in opts:
             raise ValueError("option 'family' only applies to tiny models; a checkpoint names its own family")
-        chat = load_qwen_chat(
-            opts.get("model_id") or cls.default_model_id,
-            dtype=opts.get("dtype", "bfloat16"),
-            device=opts.get("device", "auto"),
-            max_pixels=sizes.get("max_pixels"),
-            min_pixels=sizes.get("min_pixels"),
-            offload=bool(opts.get("offload", False)),
-            **chat_opts,
-        )
-        return cls(chat, **role)
+        return cls(qwen_chat_from_options(opts, cls.default_model_id, sizes, **chat_opts), **role)
 
     @classmethod
     def tiny(

@@ -15,12 +15,12 @@ The tests check the box and mask steps against the processor's own methods and d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .model_support import check_options, resolve_device, torch_dtype
+from .model_support import ModelBackend, resolve_device, torch_dtype
 from .protocols import Box, Resources
 
 #: SAM3's image normalisation (its image processor's ``image_mean``/``image_std``).
@@ -89,7 +89,7 @@ def clip_boxes(boxes: Sequence[Box], height: int, width: int) -> list[Box]:
     return out
 
 
-class Sam3VideoSegmenter:
+class Sam3VideoSegmenter(ModelBackend):
     """SAM3's tracker as the box-prompted video segmenter.
 
     Options: ``model_id`` (default ``facebook/sam3``), ``dtype`` (default ``float32``: SAM3's memory is
@@ -115,14 +115,6 @@ class Sam3VideoSegmenter:
         self.mask_threshold = float(mask_threshold)
         self.store_frames_on_cpu = bool(store_frames_on_cpu)
         self.image_size = int(model.config.image_size)
-
-    @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> Sam3VideoSegmenter:
-        opts = check_options(cls.__name__, options, cls.option_keys)
-        if opts.pop("tiny", False):
-            opts.pop("model_id", None)
-            return cls.tiny(**opts)
-        return cls.from_pretrained(**opts)
 
     @classmethod
     def from_pretrained(

@@ -14,16 +14,14 @@ import numpy as np
 
 from .model_support import (
     COMMON_OPTION_KEYS,
-    check_options,
+    PipelineBackend,
     eval_mode,
     fit_size,
     float_to_uint8,
     frames_4k1,
     generator,
-    place_pipeline,
     resize_image,
     resize_video,
-    resolve_device,
     tiny_chat_tokenizer,
     to_pil,
     torch_dtype,
@@ -31,14 +29,12 @@ from .model_support import (
 from .protocols import Resources
 
 
-class WanImageToVideo:
-    """Wan2.2-I2V-A14B as the image-to-video model.
+class WanTwoExpertBackend(PipelineBackend):
+    """What the Wan2.2 A14B pipelines (image-to-video and VACE) share: two experts, settings, loading.
 
-    Options: the common ones (``model_id`` default ``Wan-AI/Wan2.2-I2V-A14B-Diffusers``, ``steps`` 40,
-    ``guidance`` 3.5 as the checkpoint's card, ``resolution`` = pixel budget, default 1280*720) plus
-    ``guidance_2`` (the low-noise expert's scale; default = ``guidance``), ``negative_prompt``,
-    ``boundary_ratio`` (overrides the checkpoint's) and ``max_sequence_length``.
-    Frame counts that are not ``4k + 1`` are generated at the next ``4k + 1`` and cut.
+    ``guidance_2`` is the low-noise expert's scale and ``boundary_ratio`` overrides the checkpoint's
+    switch point; the VAE is loaded in float32, as the checkpoints' cards do. A subclass names its
+    diffusers pipeline class (``pipeline_class``) and its checkpoint card's ``default_guidance``.
     """
 
     resources: ClassVar[Resources] = Resources(num_gpus=1.0, num_cpus=2.0, gpu_memory_gb=80.0)
@@ -49,14 +45,21 @@ class WanImageToVideo:
         "boundary_ratio",
         "max_sequence_length",
     )
-    default_model_id: ClassVar[str] = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+    default_offload: ClassVar[bool] = True
+    tiny_settings: ClassVar[Mapping[str, Any]] = {
+        "steps": 2,
+        "resolution": 32 * 48,
+        "max_sequence_length": 16,
+    }
+    pipeline_class: ClassVar[str]
+    default_guidance: ClassVar[float]
 
     def __init__(
         self,
         pipeline: Any,
         *,
         steps: int = 40,
-        guidance: float = 3.5,
+        guidance: float | None = None,
         guidance_2: float | None = None,
         resolution: int = 1280 * 720,
         negative_prompt: str = "",
@@ -68,8 +71,8 @@ class WanImageToVideo:
         if boundary_ratio is not None:
             self.pipeline.register_to_config(boundary_ratio=float(boundary_ratio))
         self.steps = int(steps)
-        self.guidance = float(guidance)
-        self.guidance_2 = float(guidance if guidance_2 is None else guidance_2)
+        self.guidance = float(self.default_guidance if guidance is None else guidance)
+        self.guidance_2 = None if guidance_2 is None else float(guidance_2)
         self.resolution = int(resolution)
         self.negative_prompt = negative_prompt
         self.max_sequence_length = int(max_sequence_length)
@@ -77,55 +80,53 @@ class WanImageToVideo:
         self.multiple = pipeline.vae_scale_factor_spatial * patch
 
     @classmethod
-    def from_config(cls, options: Mapping[str, Any]) -> WanImageToVideo:
-        opts = check_options(cls.__name__, options, cls.option_keys)
-        if opts.pop("tiny", False):
-            opts.pop("model_id", None)
-            return cls.tiny(**opts)
-        return cls.from_pretrained(**opts)
+    def load_pipeline(cls, model_id: str, dtype: Any) -> Any:
+        import diffusers
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id: str | None = None,
-        *,
-        dtype: str = "bfloat16",
-        device: str | None = "auto",
-        offload: bool = True,
-        seed: int | None = None,
-        **settings: Any,
-    ) -> WanImageToVideo:
-        from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
-
-        model_id = model_id or cls.default_model_id
-        # the Wan VAE is run in float32, as the checkpoint's card does
-        vae = AutoencoderKLWan.from_pretrained(model_id, subfolder="vae", dtype=torch_dtype("float32"))
-        pipe = WanImageToVideoPipeline.from_pretrained(model_id, vae=vae, dtype=torch_dtype(dtype))
-        place_pipeline(pipe, resolve_device(device), bool(offload))
-        return cls(pipe, **settings)
-
-    @classmethod
-    def tiny(
-        cls,
-        seed: int = 0,
-        *,
-        dtype: str = "float32",
-        device: str | None = "cpu",
-        offload: bool = False,
-        **settings: Any,
-    ) -> WanImageToVideo:
-        """Random weights, tiny configuration, two experts (81 frames in well under a second on a CPU)."""
-        pipe = tiny_wan_i2v_pipeline(seed)
-        pipe.to(resolve_device(device))
-        if dtype != "float32":
-            pipe.to(dtype=torch_dtype(dtype))
-        settings.setdefault("steps", 2)
-        settings.setdefault("resolution", 32 * 48)
-        settings.setdefault("max_sequence_length", 16)
-        return cls(pipe, **settings)
+        vae = diffusers.AutoencoderKLWan.from_pretrained(
+            model_id, subfolder="vae", dtype=torch_dtype("float32")
+        )
+        return getattr(diffusers, cls.pipeline_class).from_pretrained(model_id, vae=vae, dtype=dtype)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return fit_size(height, width, self.resolution, self.multiple)
+
+    def sampler_kwargs(self, seed: int) -> dict[str, Any]:
+        """The pipeline-call arguments both Wan roles pass alike (prompt, pictures and sizes aside)."""
+        return {
+            "negative_prompt": self.negative_prompt,
+            "num_inference_steps": self.steps,
+            "guidance_scale": self.guidance,
+            "guidance_scale_2": self.guidance_2,
+            "generator": generator(seed),
+            "max_sequence_length": self.max_sequence_length,
+            "output_type": "np",
+        }
+
+
+class WanImageToVideo(WanTwoExpertBackend):
+    """Wan2.2-I2V-A14B as the image-to-video model.
+
+    Options: the common ones (``model_id`` default ``Wan-AI/Wan2.2-I2V-A14B-Diffusers``, ``steps`` 40,
+    ``guidance`` 3.5 as the checkpoint's card, ``resolution`` = pixel budget, default 1280*720) plus
+    ``guidance_2`` (the low-noise expert's scale; default = ``guidance``), ``negative_prompt``,
+    ``boundary_ratio`` (overrides the checkpoint's) and ``max_sequence_length``.
+    Frame counts that are not ``4k + 1`` are generated at the next ``4k + 1`` and cut.
+    """
+
+    default_model_id: ClassVar[str] = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
+    pipeline_class: ClassVar[str] = "WanImageToVideoPipeline"
+    default_guidance: ClassVar[float] = 3.5
+
+    def __init__(self, pipeline: Any, **settings: Any) -> None:
+        super().__init__(pipeline, **settings)
+        if self.guidance_2 is None:  # one scale for both experts unless told
+            self.guidance_2 = self.guidance
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int) -> Any:
+        """Random weights, tiny configuration, two experts (81 frames in well under a second on a CPU)."""
+        return tiny_wan_i2v_pipeline(seed)
 
     def animate(self, image: np.ndarray, prompt: str, *, num_frames: int = 81, seed: int = 0) -> np.ndarray:
         """``(num_frames, H, W, 3) uint8`` starting from ``image``, at ``image``'s size."""
@@ -134,16 +135,10 @@ class WanImageToVideo:
         out = self.pipeline(
             image=to_pil(resize_image(image, h, w)),
             prompt=prompt,
-            negative_prompt=self.negative_prompt,
             height=h,
             width=w,
             num_frames=frames_4k1(num_frames),
-            num_inference_steps=self.steps,
-            guidance_scale=self.guidance,
-            guidance_scale_2=self.guidance_2,
-            generator=generator(seed),
-            max_sequence_length=self.max_sequence_length,
-            output_type="np",
+            **self.sampler_kwargs(seed),
         )
         video = float_to_uint8(out.frames[0][:num_frames])
         return resize_video(video, height, width)
@@ -188,37 +183,56 @@ def wan_flow_scheduler(shift: float = 5.0) -> Any:
     return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift)
 
 
-def tiny_wan_i2v_pipeline(seed: int = 0) -> Any:
-    """A two-expert ``WanImageToVideoPipeline`` with random weights (no image encoder, as Wan2.2)."""
+#: Latent channels of the tiny Wan VAE.
+TINY_WAN_Z_DIM = 4
+
+
+def tiny_wan_two_expert_pipeline(
+    pipeline_class: type, transformer_class: type, seed: int, *, boundary_ratio: float, **transformer: Any
+) -> Any:
+    """A two-expert Wan pipeline with random weights: the tiny text encoder, VAE and sampler, and two
+    ``transformer_class`` experts of one tiny configuration (``transformer`` overrides its entries)."""
     import torch
-    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
 
     torch.manual_seed(seed)
     tokenizer = tiny_chat_tokenizer()
-    z_dim = 4
-
-    def expert() -> Any:
-        # input = noisy latents + first-frame latents + 4 mask channels (one per VAE time step)
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=8,
-            in_channels=2 * z_dim + 4,
-            out_channels=z_dim,
-            text_dim=16,
-            freq_dim=16,
-            ffn_dim=32,
-            num_layers=1,
-            rope_max_seq_len=32,
-        )
-
-    pipe = WanImageToVideoPipeline(
+    config = {
+        "patch_size": (1, 2, 2),
+        "num_attention_heads": 2,
+        "attention_head_dim": 8,
+        "in_channels": TINY_WAN_Z_DIM,
+        "out_channels": TINY_WAN_Z_DIM,
+        "text_dim": 16,
+        "freq_dim": 16,
+        "ffn_dim": 32,
+        "num_layers": 1,
+        "rope_max_seq_len": 32,
+        **transformer,
+    }
+    pipe = pipeline_class(
         tokenizer=tokenizer,
         text_encoder=tiny_wan_text_encoder(tokenizer),
-        vae=tiny_wan_vae(z_dim),
+        vae=tiny_wan_vae(TINY_WAN_Z_DIM),
         scheduler=wan_flow_scheduler(),
-        transformer=expert(),
-        transformer_2=expert(),
-        boundary_ratio=0.9,
+        transformer=transformer_class(**config),
+        transformer_2=transformer_class(**config),
+        boundary_ratio=boundary_ratio,
     )
     return eval_mode(pipe)
+
+
+def tiny_wan_i2v_pipeline(seed: int = 0) -> Any:
+    """A two-expert ``WanImageToVideoPipeline`` with random weights (no image encoder, as Wan2.2).
+
+    An expert's input is the noisy latents, the first frame's latents and 4 mask channels (one per VAE
+    time step): ``in_channels = 2 * 4 + 4``.
+    """
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    return tiny_wan_two_expert_pipeline(
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+        seed,
+        boundary_ratio=0.9,
+        in_channels=2 * TINY_WAN_Z_DIM + 4,
+    )
