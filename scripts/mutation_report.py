@@ -15,6 +15,7 @@ from pathlib import Path
 
 EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.txt")
 KILLED = {"killed", "timeout", "segfault"}
+PENDING = {"not checked", "skipped"}  # not run yet (an interrupted run): left out of the rate
 
 
 def read_results(mutmut: str) -> dict[str, str]:
@@ -62,18 +63,21 @@ def main(argv: list[str] | None = None) -> int:
         if name in equivalents:
             per_module[module]["equivalent"] += 1
             continue
+        if status in PENDING:
+            per_module[module]["pending"] += 1
+            continue
         per_module[module]["killed" if status in KILLED else status] += 1
         if status not in KILLED:
             survivors[module].append(f"{name} ({status})")
     total_killed = total = 0
-    print(f"{'module':45s} {'killed':>7s} {'total':>6s} {'rate':>6s}  equivalent")
+    print(f"{'module':45s} {'killed':>7s} {'total':>6s} {'rate':>6s}  equivalent  not run")
     for module, counts in sorted(per_module.items()):
         killed = counts["killed"]
-        n = sum(v for k, v in counts.items() if k != "equivalent")
+        n = sum(v for k, v in counts.items() if k not in ("equivalent", "pending"))
         total_killed += killed
         total += n
-        rate = killed / n if n else 1.0
-        print(f"{module:45s} {killed:7d} {n:6d} {rate:6.1%}  {counts['equivalent']}")
+        rate = f"{killed / n:6.1%}" if n else "     -"
+        print(f"{module:45s} {killed:7d} {n:6d} {rate}  {counts['equivalent']:10d}  {counts['pending']:7d}")
     if total:
         print(f"{'all':45s} {total_killed:7d} {total:6d} {total_killed / total:6.1%}")
     if equivalents:
