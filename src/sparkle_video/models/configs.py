@@ -107,6 +107,21 @@ def sampler_sigmas(num_inference_steps: int, sigma_min: float = SIGMA_MIN) -> np
     return np.linspace(1.0, sigma_min, num_inference_steps + 1)[:-1].astype(np.float32)
 
 
+#: The vision tower of every tiny random-weight Qwen2.5-VL (one block, 16 wide); Qwen's real patch layout.
+TINY_QWEN25_VL_VISION: dict[str, Any] = {
+    "depth": 1,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_heads": 2,
+    "out_hidden_size": 32,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 56,
+    "fullatt_block_indexes": [0],
+}
+
+
 def tiny_tokenizer() -> Any:
     """A character-level fast tokenizer with Qwen's special tokens, built entirely offline."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -175,18 +190,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
-        "vision_config": {
-            "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [0],
-        },
+        "vision_config": dict(TINY_QWEN25_VL_VISION),
         "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
         "vision_start_token_id": ids["<|vision_start|>"],

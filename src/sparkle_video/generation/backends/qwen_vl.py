@@ -479,18 +479,9 @@ def tiny_qwen_chat(
         text.update(
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
         )
-        vision = {
-            "depth": 1,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 56,
-            "fullatt_block_indexes": [0],
-        }
+        from ...models.configs import TINY_QWEN25_VL_VISION
+
+        vision = dict(TINY_QWEN25_VL_VISION)
         model = Qwen2_5_VLForConditionalGeneration(
             Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special)
         )
