@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pipeline_fixtures import clip_fixture, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
 
 from sparkle_video import SparkleEditPipeline, VideoReader, write_video
 from sparkle_video.models import full_size_components
@@ -17,18 +18,6 @@ from sparkle_video.pipelines import tiny_pipeline
 from sparkle_video.synthetic import make_pair
 
 STEPS = 2
-
-
-@pytest.fixture(scope="module")
-def pipe() -> SparkleEditPipeline:
-    p = tiny_pipeline(seed=0)
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
-@pytest.fixture(scope="module")
-def clip() -> np.ndarray:
-    return make_pair(1, num_frames=9, height=64, width=64).source
 
 
 def run(pipe, clip, **kw):

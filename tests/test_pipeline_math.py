@@ -7,25 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pipeline_fixtures import clip_fixture, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
 
 from sparkle_video.models.configs import SIGMA_MIN
-from sparkle_video.pipelines import SparkleEditPipeline, tiny_pipeline
 from sparkle_video.pipelines.pipeline_sparkle_edit import cover_crop_frames, crop_box, restore_frames
 from sparkle_video.synthetic import make_pair
 
 PROMPT = "Replace the background with a snowy forest."
-
-
-@pytest.fixture(scope="module")
-def pipe() -> SparkleEditPipeline:
-    p = tiny_pipeline(seed=0)
-    p.set_progress_bar_config(disable=True)
-    return p
-
-
-@pytest.fixture(scope="module")
-def clip() -> np.ndarray:
-    return make_pair(1, num_frames=9, height=64, width=64).source
 
 
 def start_latents(seed: int = 5) -> torch.Tensor:

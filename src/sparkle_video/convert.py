@@ -113,18 +113,26 @@ def normalize_key(key: str) -> str:
     return key
 
 
-def dit_name(name: str) -> str | None:
-    """DiffSynth DiT module/parameter name -> diffusers name (``None`` when it is not a DiT name)."""
-    for suffix in (".weight", ".bias", ""):  # modulation tables are bare parameters
+def map_dit_name(name: str, top_map: dict[str, str], block_map: dict[str, str]) -> str | None:
+    """Rename a DiT module/parameter through a top-level and a per-block table (either direction).
+
+    ``None`` when the name is in neither table. Modulation tables are bare parameters (no suffix).
+    """
+    for suffix in (".weight", ".bias", ""):
         if not name.endswith(suffix):
             continue
         base = name[: len(name) - len(suffix)]
-        if base in _TOP_MAP:
-            return _TOP_MAP[base] + suffix
+        if base in top_map:
+            return top_map[base] + suffix
         m = re.match(r"^blocks\.(\d+)\.(.+)$", base)
-        if m and m[2] in _BLOCK_MAP:
-            return f"blocks.{m[1]}.{_BLOCK_MAP[m[2]]}{suffix}"
+        if m and m[2] in block_map:
+            return f"blocks.{m[1]}.{block_map[m[2]]}{suffix}"
     return None
+
+
+def dit_name(name: str) -> str | None:
+    """DiffSynth DiT module/parameter name -> diffusers name (``None`` when it is not a DiT name)."""
+    return map_dit_name(name, _TOP_MAP, _BLOCK_MAP)
 
 
 def encoder_name(key: str) -> str | None:

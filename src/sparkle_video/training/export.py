@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..convert import _BLOCK_MAP, _TOP_MAP  # one mapping table, read in both directions
+from ..convert import _BLOCK_MAP, _TOP_MAP, map_dit_name  # one mapping table, read in both directions
 
 _DIT_TOP = {v: k for k, v in _TOP_MAP.items()}
 _DIT_BLOCK = {v: k for k, v in _BLOCK_MAP.items()}
@@ -33,16 +33,7 @@ _SIMPLE = {
 
 def diffsynth_dit_name(name: str) -> str | None:
     """diffusers ``WanTransformer3DModel`` parameter name -> DiffSynth's (``None`` if it has none)."""
-    for suffix in (".weight", ".bias", ""):
-        if not name.endswith(suffix):
-            continue
-        base = name[: len(name) - len(suffix)]
-        if base in _DIT_TOP:
-            return _DIT_TOP[base] + suffix
-        m = re.match(r"^blocks\.(\d+)\.(.+)$", base)
-        if m and m[2] in _DIT_BLOCK:
-            return f"blocks.{m[1]}.{_DIT_BLOCK[m[2]]}{suffix}"
-    return None
+    return map_dit_name(name, _DIT_TOP, _DIT_BLOCK)
 
 
 def kiwi_key(name: str) -> str:
