@@ -15,6 +15,9 @@ from sparkle_video.generation.backends.registry import load_backend_config
 from sparkle_video.synthetic import make_pair
 from sparkle_video.video import write_video
 
+# End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
+pytestmark = pytest.mark.e2e
+
 FRAMES, HEIGHT, WIDTH = 21, 112, 192
 
 

@@ -333,7 +333,12 @@ def test_frames_media_and_custom_rubric(server: JudgeServer, results: tuple[Path
     save, info = results
     rows = [r for r in bench_rows(info) if r["theme"] == "time"][:1]
     run = judge_results(
-        rows, save, judge(server, media="frames", num_frames=3), rubric="Score: {edit_prompt}", progress=False
+        rows,
+        save,
+        judge(server, media="frames", num_frames=3),
+        rubric="Score: {edit_prompt}",
+        sleep=no_sleep,
+        progress=False,
     )
     assert run.answered == 1
     content = server.requests[0]["body"]["messages"][0]["content"]

@@ -12,6 +12,9 @@ from PIL import Image
 from sparkle_video import VideoReader, load_sparkle
 from sparkle_video.cli import main
 
+# End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
+pytestmark = pytest.mark.e2e
+
 
 def test_info_json(train_folder, capsys: pytest.CaptureFixture[str]) -> None:
     root, _ = train_folder

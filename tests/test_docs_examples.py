@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!--\s*no-test:(?P<reason>.*?)-->\s*$")

@@ -28,6 +28,9 @@ from sparkle_video.layout import INTERMEDIATE_DIRS, INTERMEDIATE_JSONL
 from sparkle_video.synthetic import make_pair
 from sparkle_video.video import write_video
 
+# End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
+pytestmark = pytest.mark.e2e
+
 FRAMES, HEIGHT, WIDTH = 21, 112, 192
 
 

@@ -23,6 +23,9 @@ from hub_server import LoopbackHub, hub_env, last_json, run_hub_python
 from sparkle_video import load_sparkle, load_sparkle_bench
 from sparkle_video.video import write_video
 
+# End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
+pytestmark = pytest.mark.e2e
+
 FOLDER_REPO, SHARD_REPO, BENCH_REPO = "tests/sparkle", "tests/sparkle-shards", "tests/sparkle-bench"
 
 #: Loads datasets from the loopback Hub and prints, per load, each row's text fields and frame digests

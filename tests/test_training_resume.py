@@ -22,6 +22,9 @@ from sparkle_video.models import tiny_pipeline
 from sparkle_video.synthetic import make_demo_records
 from sparkle_video.writer import write_sparkle
 
+# End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
+pytestmark = pytest.mark.e2e
+
 
 def train_cmd(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
     return [

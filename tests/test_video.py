@@ -180,3 +180,90 @@ def test_real_sample_metadata_and_frames() -> None:
     assert 69 <= r.num_frames <= 81
     got = r.get_frames([0, r.num_frames - 1], size=(352, 640))
     assert got.shape == (2, 352, 640, 3)
+
+
+def test_uniform_frames_and_tensors_honour_size_and_range(mp4: Path) -> None:
+    r = VideoReader(mp4)
+    small = r.get_frames_uniform(3, size=(32, 48))
+    np.testing.assert_array_equal(small, pyav_decode(mp4, size=(32, 48))[[0, 8, 16]])
+    t = r.to_tensor([0, 16], size=(32, 48), value_range=(-1.0, 1.0))
+    assert tuple(t.shape) == (3, 2, 32, 48)
+    expected = frames_to_tensor(small[[0, 2]], value_range=(-1.0, 1.0))
+    assert bool((t == expected).all())
+    assert float(t.min()) < 0  # the range was applied, not the default (0, 1)
+
+
+def test_iter_frames_is_one_pass_over_every_frame(mp4: Path) -> None:
+    r = VideoReader(mp4)
+    frames = list(r.iter_frames(size=(32, 48)))
+    assert r.frames_decoded == 17 and len(frames) == 17
+    np.testing.assert_array_equal(np.stack(frames), pyav_decode(mp4, size=(32, 48)))
+    np.testing.assert_array_equal(next(iter(VideoReader(mp4).iter_frames())), pyav_decode(mp4)[0])
+
+
+def test_frames_to_tensor_refuses_anything_but_rgb_clips() -> None:
+    for shape in [(4, 4, 3), (1, 4, 4, 4), (1, 4, 4)]:
+        with pytest.raises(ValueError, match="expected"):
+            frames_to_tensor(np.zeros(shape, np.uint8))
+    t = frames_to_tensor(np.full((1, 1, 1, 3), 255, np.uint8), value_range=(-1.0, 3.0))
+    assert t.dtype.is_floating_point and t.flatten().tolist() == [3.0, 3.0, 3.0]
+
+
+def test_tensor_to_frames_clips_out_of_range_values() -> None:
+    import torch
+
+    t = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5, 2.5]).reshape(1, 6, 1, 1).expand(3, 6, 1, 1)
+    frames = tensor_to_frames(t)
+    assert frames.dtype == np.uint8 and frames.shape == (6, 1, 1, 3)
+    assert frames[:, 0, 0, 0].tolist() == [0, 0, 128, 255, 255, 255]
+
+
+def test_borrowed_file_objects_are_read_in_the_callers_chunks() -> None:
+    from sparkle_video.video import _Borrowed
+
+    raw = io.BytesIO(b"0123456789")
+    b = _Borrowed(raw)
+    assert b.readable() and b.seekable()
+    buf = bytearray(4)
+    assert b.readinto(buf) == 4 and bytes(buf) == b"0123" and b.tell() == 4
+    assert b.seek(8) == 8 and b.readinto(buf) == 2 and bytes(buf[:2]) == b"89"
+    b.close()
+    assert not raw.closed  # the caller owns it
+
+
+def test_reader_leaves_a_callers_file_object_open_and_reads_past_one_buffer(tmp_path: Path) -> None:
+    # a clip larger than any single read, so every read has to stay within the buffer it was given
+    path = tmp_path / "noisy.mp4"
+    noise = np.random.default_rng(0).integers(0, 256, size=(6, 256, 256, 3), dtype=np.uint8)
+    write_video(noise, path, fps=16, crf=0)
+    assert path.stat().st_size > 256 << 10
+    f = open(path, "rb")  # noqa: SIM115 - the test checks it stays open
+    try:
+        np.testing.assert_array_equal(VideoReader(f).get_frames([5]), pyav_decode(path)[[5]])
+        assert not f.closed
+    finally:
+        f.close()
+
+
+def test_remote_cache_is_a_byte_bounded_lru() -> None:
+    from sparkle_video.video import RemoteBytesCache
+
+    cache = RemoteBytesCache(10)
+    cache.put("big", b"x" * 11)  # larger than the bound: never kept
+    assert len(cache) == 0 and cache.get("big") is None
+    cache.put("full", b"x" * 10)  # exactly the bound fits
+    assert cache.get("full") == b"x" * 10
+    cache.clear()
+    cache.put("a", b"aaaa")
+    cache.put("b", b"bbbb")
+    cache.put("c", b"cc")  # 10 bytes in all: nothing evicted
+    assert len(cache) == 3
+    assert cache.get("a") == b"aaaa"  # "a" is now the most recently used
+    cache.put("d", b"d")  # 11 bytes: the least recently used ("b") goes
+    assert cache.get("b") is None and [cache.get(k) for k in "acd"] == [b"aaaa", b"cc", b"d"]
+    cache.put("a", b"zzzz")  # a key already present is kept as it was
+    assert cache.get("a") == b"aaaa" and len(cache) == 3
+    cache.put("e", b"eeee")  # 4 + 2 + 1 + 4 = 11: the least recently used ("c") goes
+    assert len(cache) == 3 and cache.get("c") is None
+    cache.put("f", b"ff")  # 4 + 1 + 4 + 2 = 11: then "d"
+    assert cache.get("d") is None and [cache.get(k) for k in "aef"] == [b"aaaa", b"eeee", b"ff"]

@@ -486,7 +486,7 @@ class VideoReader:
         """``num`` frames spread evenly over the clip (first and last included)."""
         return self.get_frames(uniform_indices(self.num_frames, num), size=size)
 
-    def iter_frames(self, size: tuple[int, int] | None = None, chunk: int = 16) -> Iterable[np.ndarray]:
+    def iter_frames(self, size: tuple[int, int] | None = None) -> Iterable[np.ndarray]:
         """Yield frames one by one in a single decoding pass (for long clips and streaming writers)."""
         kwargs: dict[str, Any] = {"format": "rgb24"}
         if size is not None:

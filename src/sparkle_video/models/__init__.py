@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .configs import (
-    full_size_components,
-    make_scheduler,
-    sampler_sigmas,
-    tiny_components,
-    tiny_tokenizer,
-)
+from .configs import full_size_components, make_scheduler, sampler_sigmas
 from .embedders import SparkleConditionEmbedder
 from .mllm_encoder import SparkleMLLMEncoder
+from .tiny import tiny_components, tiny_tokenizer
 
 __all__ = [
     "SparkleConditionEmbedder",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..models.configs import tiny_components
+from ..models.tiny import tiny_components
 from .pipeline_sparkle_edit import SparkleEditPipeline
 
 

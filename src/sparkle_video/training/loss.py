@@ -47,13 +47,18 @@ class TrainingTimesteps:
 def shifted_sigmas(
     num_steps: int = NUM_TRAIN_TIMESTEPS, shift: float = TRAIN_SHIFT, sigma_min: float = TRAIN_SIGMA_MIN
 ) -> torch.Tensor:
-    """``linspace(1, sigma_min, N + 1)[:-1]`` shifted by ``shift * s / (1 + (shift - 1) * s)``."""
-    s = torch.linspace(1.0, sigma_min, num_steps + 1, dtype=torch.float64)[:-1]
-    return (shift * s / (1 + (shift - 1) * s)).float()
+    """``linspace(1, sigma_min, N + 1)[:-1]`` shifted by ``shift * s / (1 + (shift - 1) * s)``.
+
+    Computed in float32 with upstream's order of operations, so every grid point is bit-identical to
+    the upstream trainer's (a float64 grid rounded to float32 differs in the last bit at ~40% of them).
+    """
+    s = torch.linspace(1.0, sigma_min, num_steps + 1, dtype=torch.float32)[:-1]
+    return shift * s / (1 + (shift - 1) * s)
 
 
 def timestep_weights(timesteps: torch.Tensor, num_steps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
-    """``w(t) ∝ exp(-2 ((t - N/2) / N)^2)``, shifted to minimum 0 and normalised to mean 1 over the grid."""
+    """``w(t) ∝ exp(-2 ((t - N/2) / N)^2)`` with ``N = num_steps`` the timestep scale, shifted to minimum 0
+    and normalised to mean 1 over the grid ``timesteps``."""
     y = torch.exp(-2 * ((timesteps.float() - num_steps / 2) / num_steps) ** 2)
     y = y - y.min()
     return y * (len(timesteps) / y.sum())
@@ -62,11 +67,17 @@ def timestep_weights(timesteps: torch.Tensor, num_steps: int = NUM_TRAIN_TIMESTE
 def training_timesteps(
     num_steps: int = NUM_TRAIN_TIMESTEPS, shift: float = TRAIN_SHIFT, sigma_min: float = TRAIN_SIGMA_MIN
 ) -> TrainingTimesteps:
-    """The full training grid of Kiwi-Edit's scheduler (``set_timesteps(1000, training=True)``)."""
+    """The full training grid of Kiwi-Edit's scheduler (``set_timesteps(1000, training=True)``).
+
+    Timesteps are always ``1000 * sigma``, the scale the DiT was trained on, and the weights' bump is
+    laid over that scale, whatever ``num_steps``: a coarser grid has fewer points, not smaller
+    timesteps. (Upstream lays the bump over ``num_steps``, the same thing at its only grid, 1000, and
+    all-NaN weights at any other.)
+    """
     sigmas = shifted_sigmas(num_steps, shift, sigma_min)
-    timesteps = sigmas * num_steps
+    timesteps = sigmas * NUM_TRAIN_TIMESTEPS
     return TrainingTimesteps(
-        sigmas=sigmas, timesteps=timesteps, weights=timestep_weights(timesteps, num_steps)
+        sigmas=sigmas, timesteps=timesteps, weights=timestep_weights(timesteps, NUM_TRAIN_TIMESTEPS)
     )
 
 

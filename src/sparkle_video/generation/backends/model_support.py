@@ -164,7 +164,7 @@ QWEN_CHAT_TEMPLATE = (
 
 def tiny_chat_tokenizer() -> Any:
     """The project's offline character-level tokenizer with Qwen's special tokens and a ChatML template."""
-    from ...models.configs import tiny_tokenizer
+    from ...models.tiny import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE

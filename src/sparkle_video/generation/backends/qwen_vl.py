@@ -479,7 +479,7 @@ def tiny_qwen_chat(
         text.update(
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]}
         )
-        from ...models.configs import TINY_QWEN25_VL_VISION
+        from ...models.tiny import TINY_QWEN25_VL_VISION
 
         vision = dict(TINY_QWEN25_VL_VISION)
         model = Qwen2_5_VLForConditionalGeneration(
