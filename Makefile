@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo lint bench mutate clean
+.PHONY: install test demo lint bench mutate mutate-again clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: install
 # `make mutate ONLY="sparkle_video.masks*"` limits the run to matching mutants.
 mutate: install
 	$(BIN)/mutmut run $(ONLY) || true
+	$(BIN)/python scripts/mutation_report.py --survivors
+
+# mutmut keeps every verdict it has reached, so after adding tests re-test the last run's survivors.
+mutate-again: install
+	$(BIN)/mutmut run $$($(BIN)/python scripts/mutation_report.py --names) || true
 	$(BIN)/python scripts/mutation_report.py --survivors
 
 clean:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -40,6 +41,13 @@ def read_equivalents(path: Path) -> dict[str, str]:
     return found
 
 
+def mutant_diff(mutmut: str, name: str) -> str:
+    """The changed lines of one mutant (``mutmut show`` without the file headers)."""
+    out = subprocess.run([mutmut, "show", name], capture_output=True, text=True).stdout
+    lines = [ln for ln in out.splitlines() if ln[:1] in "-+" and not ln.startswith(("---", "+++"))]
+    return "\n".join(lines)
+
+
 def module_of(mutant: str) -> str:
     """``sparkle_video.masks.x_pack_mask__mutmut_3`` -> ``sparkle_video.masks``."""
     head = mutant.split("__mutmut_")[0]
@@ -53,13 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutmut", default=str(Path(sys.executable).with_name("mutmut")))
     parser.add_argument("--survivors", action="store_true", help="list every surviving mutant")
+    parser.add_argument("--diffs", action="store_true", help="with --survivors: show each one's diff")
+    parser.add_argument("--module", action="append", help="only these modules (repeatable)")
+    parser.add_argument(
+        "--names", action="store_true", help="print only the survivors' names (for `mutmut run NAME...`)"
+    )
     args = parser.parse_args(argv)
     results = read_results(args.mutmut)
     equivalents = read_equivalents(EQUIVALENTS)
+    if args.names:
+        for name, status in sorted(results.items()):
+            wanted = not args.module or module_of(name) in args.module
+            if wanted and name not in equivalents and status not in KILLED | PENDING:
+                print(name)
+        return 0
     per_module: dict[str, Counter] = defaultdict(Counter)
     survivors: dict[str, list[str]] = defaultdict(list)
     for name, status in sorted(results.items()):
         module = module_of(name)
+        if args.module and module not in args.module:
+            continue
         if name in equivalents:
             per_module[module]["equivalent"] += 1
             continue
@@ -84,11 +105,22 @@ def main(argv: list[str] | None = None) -> int:
         print("\nexcluded as equivalent:")
         for name, reason in sorted(equivalents.items()):
             print(f"  {name}: {reason}")
+    # a listed name that is no mutant any more (the code moved on) or that tests now kill is stale
+    stale = sorted(n for n in equivalents if n not in results)
+    killed = sorted(n for n in equivalents if results.get(n) in KILLED)
+    if stale:
+        print(f"\nwarning: {len(stale)} listed equivalents are no current mutant (update the list):")
+        print("\n".join(f"  {n}" for n in stale))
+    if killed:
+        print(f"\nwarning: {len(killed)} listed equivalents are killed, so not equivalent (remove them):")
+        print("\n".join(f"  {n}" for n in killed))
     if args.survivors:
         for module, names in sorted(survivors.items()):
             print(f"\nsurvivors in {module} (`mutmut show NAME` shows the diff):")
             for name in names:
                 print(f"  {name}")
+                if args.diffs:
+                    print(textwrap.indent(mutant_diff(args.mutmut, name.rpartition(" (")[0]), "      "))
     return 0
 
 

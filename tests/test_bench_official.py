@@ -65,7 +65,9 @@ def test_probe_replies_official_by_default_lenient_on_request(
 
     judge = OpenAIJudge("judge-x", base_url=server.url + "/v1", api_key_env="JUDGE_TEST_KEY")
     server.script = script()
-    run = judge_results(bench_rows(info), save, judge, max_attempts=1, progress=False, judge_model="official")
+    run = judge_results(
+        bench_rows(info), save, judge, max_attempts=1, sleep=no_sleep, progress=False, judge_model="official"
+    )
     assert sorted(dict(run.failed)) == [ids[0], ids[2]]
     got = {r["id"]: r["scores"] for f in run.record_files.values() for r in read_records(f, 6)[0].values()}
     assert got == {ids[1]: [3] * 6, ids[3]: [5, 4, 4, 4, 4, 4]}
@@ -73,7 +75,14 @@ def test_probe_replies_official_by_default_lenient_on_request(
 
     server.script = script()
     run = judge_results(
-        bench_rows(info), save, judge, max_attempts=1, progress=False, judge_model="lenient", parse="lenient"
+        bench_rows(info),
+        save,
+        judge,
+        max_attempts=1,
+        sleep=no_sleep,
+        progress=False,
+        judge_model="lenient",
+        parse="lenient",
     )
     assert [i for i, _ in run.failed] == [ids[1]]
     got = {r["id"]: r["scores"] for f in run.record_files.values() for r in read_records(f, 6)[0].values()}

@@ -13,7 +13,13 @@ from sparkle_video.bench.editors import IdentityEditor, StaticBackgroundEditor
 from sparkle_video.bench.judge import judge_file_name
 from sparkle_video.bench.report import bar_chart_svg, build_report, collect, leaderboard_markdown
 from sparkle_video.bench.runner import run_inference
-from sparkle_video.bench.score import METRICS_FILE, judge_correlation, score_results, summarize_metrics
+from sparkle_video.bench.score import (
+    METRICS_FILE,
+    judge_correlation,
+    read_metric_records,
+    score_results,
+    summarize_metrics,
+)
 from sparkle_video.errors import SparkleDataError
 from sparkle_video.masks import save_mask
 from sparkle_video.video import write_video
@@ -201,3 +207,12 @@ def test_cli_score_and_report(
     )
     assert out.is_file() and (tmp_path / "r" / "report.md").is_file()
     assert "| static |" in capsys.readouterr().out
+
+
+def test_metric_records_survive_a_line_cut_inside_a_character(tmp_path: Path) -> None:
+    good = {"id": "a", "prompt": "neige — nuit", "background_dynamics": 0.5}
+    cut = json.dumps({"id": "b", "prompt": "café — soir"}, ensure_ascii=False).encode()
+    cut = cut[: cut.index("—".encode()) + 1]  # a crash stopped the write inside the dash
+    path = tmp_path / METRICS_FILE
+    path.write_bytes(json.dumps(good, ensure_ascii=False).encode() + b"\n" + cut)
+    assert read_metric_records(path) == {"a": good}  # "b" is simply scored again

@@ -10,7 +10,6 @@ and the parameter counts were checked against upstream's own model classes built
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from sparkle_video.models import full_size_components, make_scheduler, sampler_sigmas
@@ -80,30 +79,30 @@ PUBLISHED_QWEN_TOKEN_IDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def full_size() -> dict:
-    return full_size_components("meta")
-
-
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_dit_config_is_wan22_ti2v_5b(full_size) -> None:
-    config = dict(full_size["transformer"].config)
-    assert {k: config[k] for k in PUBLISHED_DIT} == PUBLISHED_DIT
-    assert config["num_attention_heads"] * config["attention_head_dim"] == 3072
+def test_full_size_architecture_is_the_published_one() -> None:
+    # one build (a few seconds on the meta device, the default) checked whole: configs, sizes, device
+    parts = full_size_components()
+    assert set(parts) == {"transformer", "vae", "mllm_encoder", "source_embedder", "ref_embedder"}
+    for name, module in parts.items():
+        assert {p.device.type for p in module.parameters()} == {"meta"}, name
 
+    dit = dict(parts["transformer"].config)
+    assert {k: dit[k] for k in PUBLISHED_DIT} == PUBLISHED_DIT
+    assert dit["num_attention_heads"] * dit["attention_head_dim"] == 3072
+    assert n_params(parts["transformer"]) == 4_999_787_712
 
-def test_vae_config_is_wan22_vae(full_size) -> None:
-    config = dict(full_size["vae"].config)
-    assert {k: config[k] for k in PUBLISHED_VAE} == PUBLISHED_VAE
-    # per-channel statistics come with the real weights; the placeholders have the right length
-    assert len(config["latents_mean"]) == len(config["latents_std"]) == 48
+    vae = dict(parts["vae"].config)
+    assert {k: vae[k] for k in PUBLISHED_VAE} == PUBLISHED_VAE
+    # per-channel statistics come with the real weights; placeholders of the right length and identity
+    assert vae["latents_mean"] == [0.0] * 48 and vae["latents_std"] == [1.0] * 48
+    assert n_params(parts["vae"]) == 704_688_668
 
-
-def test_encoder_config_is_qwen25_vl_3b(full_size) -> None:
-    qwen = full_size["mllm_encoder"].mllm.config
+    encoder = parts["mllm_encoder"]
+    qwen = encoder.mllm.config
     text, vision = qwen.text_config.to_dict(), qwen.vision_config.to_dict()
     assert {k: text[k] for k in PUBLISHED_QWEN_TEXT} == PUBLISHED_QWEN_TEXT
     rope = text["rope_parameters"]
@@ -112,30 +111,18 @@ def test_encoder_config_is_qwen25_vl_3b(full_size) -> None:
     assert {k: vision[k] for k in PUBLISHED_QWEN_VISION} == PUBLISHED_QWEN_VISION
     assert {k: getattr(qwen, k) for k in PUBLISHED_QWEN_TOKEN_IDS} == PUBLISHED_QWEN_TOKEN_IDS
     assert qwen.tie_word_embeddings is True
-
-
-def test_parameter_counts_equal_upstreams_models(full_size) -> None:
-    assert n_params(full_size["transformer"]) == 4_999_787_712
-    assert n_params(full_size["vae"]) == 704_688_668
-    encoder = full_size["mllm_encoder"]
     assert n_params(encoder.mllm) == 3_754_622_976
     # connector: Linear 2048 -> 3072, GELU, Linear 3072 -> 3072 (twice: instruction and reference)
-    assert (
-        n_params(encoder.connector)
-        == n_params(encoder.ref_connector)
-        == 2048 * 3072 + 3072 + 3072 * 3072 + 3072
-    )
+    connector = 2048 * 3072 + 3072 + 3072 * 3072 + 3072
+    assert n_params(encoder.connector) == n_params(encoder.ref_connector) == connector
     assert tuple(encoder.image_queries.shape) == (256, 2048)
     assert tuple(encoder.video_queries.shape) == (512, 2048)
     assert tuple(encoder.ref_queries.shape) == (512, 2048)
+
     # source / reference patch embedders: Conv3d 48 -> 3072, kernel (1, 2, 2), with bias
     for name in ("source_embedder", "ref_embedder"):
-        assert n_params(full_size[name]) == 48 * 3072 * 4 + 3072
-
-
-def test_components_are_built_on_the_requested_device(full_size) -> None:
-    for name, module in full_size.items():
-        assert {p.device.type for p in module.parameters()} == {"meta"}, name
+        assert n_params(parts[name]) == 48 * 3072 * 4 + 3072, name
+        assert tuple(parts[name].patch_embedding.weight.shape) == (3072, 48, 1, 2, 2), name
 
 
 def test_scheduler_is_kiwi_edits_sampler() -> None:

@@ -110,3 +110,11 @@ def test_loss_is_float32_whatever_the_inputs() -> None:
     weight = torch.tensor([0.5], dtype=torch.float64)
     loss = flow_matching_loss(prediction, x0, noise, weight)
     assert loss.dtype == torch.float32 and float(loss) == 0.5
+
+
+def test_sigma_and_weights_follow_the_latents_device() -> None:
+    # the meta device stands in for an accelerator: a sigma or weight left on the CPU would not mix
+    x0 = torch.zeros(2, 3, device="meta")
+    assert noisy_latents(x0, x0, 0.5).device.type == "meta"
+    assert noisy_latents(x0, x0, torch.tensor([0.5, 0.25])).device.type == "meta"
+    assert flow_matching_loss(x0, x0, x0, torch.tensor([1.0, 2.0])).device.type == "meta"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
+import zlib
 from collections.abc import Sequence
 from typing import IO
 
@@ -63,7 +65,7 @@ def load_mask(source: str | os.PathLike | bytes | IO[bytes], name: str | None = 
         raise
     except ValueError as e:  # object arrays refuse to load without pickle
         raise SparkleDataError(f"unreadable mask ({e})", path=label) from e
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a truncated or corrupt archive
         raise SparkleDataError(f"not an npz file ({e})", path=label) from e
 
 

@@ -123,7 +123,8 @@ class _Borrowed(io.RawIOBase):
 
 
 def _open_binary(path: str, storage_options: dict | None) -> IO[bytes]:
-    if "://" in path or "::" in path:
+    # a path without "://" was found on the local disk (a name may hold "::"; fsspec would split it)
+    if "://" in path:
         import fsspec
 
         return fsspec.open(path, "rb", **(storage_options or {})).open()
@@ -423,8 +424,8 @@ class VideoReader:
         if not wanted:
             h, w = size if size is not None else (self.height, self.width)
             return np.zeros((0, h, w, 3), dtype=np.uint8)
-        n = self.num_frames if any(i < 0 for i in wanted) or indices is not None else None
-        if n is not None:
+        if indices is not None:  # ``None`` asked for ``range(num_frames)``: nothing to resolve or check
+            n = self.num_frames
             wanted = [i + n if i < 0 else i for i in wanted]
             bad = [i for i in wanted if i < 0 or i >= n]
             if bad:
@@ -633,7 +634,6 @@ def write_video(
     else:
         target = path
     rate = Fraction(fps).limit_denominator(1001)
-    count = 0
     try:
         with av.open(target, mode="w", format="mp4") as container:
             stream = None
@@ -655,7 +655,6 @@ def write_video(
                     raise ValueError("all frames must have the same size")
                 for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                     container.mux(packet)
-                count += 1
             if stream is None:
                 raise ValueError("no frames to write")
             for packet in stream.encode():

@@ -337,11 +337,12 @@ def read_records(path: str | os.PathLike, num_dims: int) -> tuple[dict[str, dict
     p = Path(path)
     if not p.is_file():
         return records, 0
-    with open(p, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
+    with open(p, "rb") as f:  # lines are decoded one by one: a line cut inside a character is one bad line
+        for raw in f:
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 rec = json.loads(line)
                 scores = rec["scores"]
                 if not isinstance(scores, list) or len(scores) != num_dims:
@@ -363,13 +364,12 @@ class RecordWriter:
         line = json.dumps(record, ensure_ascii=self.ensure_ascii) + "\n"
         with self._lock:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a+", encoding="utf-8") as f:
-                f.seek(0, os.SEEK_END)
-                if f.tell() > 0:  # do not glue onto a line a crash left unterminated
-                    f.seek(f.tell() - 1)
-                    if f.read(1) != "\n":
-                        f.write("\n")
-                f.write(line)
+            with open(path, "ab+") as f:  # bytes: a crash may have cut the last line inside a character
+                if f.seek(0, os.SEEK_END) > 0:  # do not glue onto a line a crash left unterminated
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+                f.write(line.encode("utf-8"))
                 f.flush()
 
 

@@ -232,9 +232,10 @@ def estimate_foreground(frames: np.ndarray, config: MetricConfig = MetricConfig(
 def fit_mask(mask: np.ndarray, num_frames: int, size: tuple[int, int]) -> np.ndarray:
     """A ``(T', H', W')`` mask (e.g. BAIT, at source resolution) -> ``(num_frames, *size)``.
 
-    Frames past the mask's end reuse its last frame (BAIT masks stop at 81 frames).
+    Frames past the mask's end reuse its last frame (BAIT masks stop at 81 frames). Any non-zero value
+    is foreground, as in :func:`~sparkle_video.masks.save_mask`.
     """
-    m = np.asarray(mask).astype(np.uint8)
+    m = np.asarray(mask, dtype=bool).view(np.uint8)
     if m.ndim != 3 or m.shape[0] == 0:
         raise ValueError(f"mask must be (T, H, W) with T >= 1, got {m.shape}")
     idx = np.minimum(np.arange(num_frames), m.shape[0] - 1)

@@ -58,15 +58,16 @@ def find_mask(masks_dir: str | os.PathLike | None, theme: str, sid: str) -> Path
 
 
 def read_metric_records(path: str | os.PathLike) -> dict[str, dict]:
-    """Per-sample metric records by id (last wins); unreadable lines are skipped."""
+    """Per-sample metric records by id (last wins); unreadable lines are skipped (their ids are scored
+    again). Lines are decoded one by one, so a line a crash cut inside a character is one bad line."""
     out: dict[str, dict] = {}
     p = Path(path)
     if not p.is_file():
         return out
-    with open(p, encoding="utf-8") as f:
-        for line in f:
+    with open(p, "rb") as f:
+        for raw in f:
             try:
-                rec = json.loads(line)
+                rec = json.loads(raw.decode("utf-8"))
                 out[str(rec["id"])] = rec
             except (ValueError, KeyError, TypeError):
                 continue
