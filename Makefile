@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo lint bench mutate mutate-again clean
+.PHONY: install test demo lint bench mutate mutate-again mutate-again-full known-bugs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,17 @@ mutate: install
 	$(BIN)/mutmut run $(ONLY) || true
 	$(BIN)/python scripts/mutation_report.py --survivors
 
-# mutmut keeps every verdict it has reached, so after adding tests re-test the last run's survivors.
+known-bugs: install
+	$(BIN)/python scripts/check_known_bugs.py
+
+# mutmut keeps every verdict it has reached, so after adding tests re-test the last run's survivors:
+# `mutate-again` against each module's own unit tests (minutes), `mutate-again-full` through mutmut
+# (every test that calls the mutated function: hours where every test reaches it).
 mutate-again: install
+	$(BIN)/python scripts/mutation_retest.py $(MODULES)
+	$(BIN)/python scripts/mutation_report.py --survivors
+
+mutate-again-full: install
 	$(BIN)/mutmut run $$($(BIN)/python scripts/mutation_report.py --names) || true
 	$(BIN)/python scripts/mutation_report.py --survivors
 

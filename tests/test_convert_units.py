@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from pipeline_fixtures import one_by_one_patch_transformer
 from safetensors.torch import save_file
 from test_convert import GOLDEN_BLOCK, GOLDEN_TOP, synthetic_checkpoint
 
@@ -502,21 +503,8 @@ def test_convert_reference_model_settings_and_dtype() -> None:
 
 
 def test_convert_builds_the_embedders_with_the_transformer_patch_size() -> None:
-    from diffusers import WanTransformer3DModel
-
     parts, ck = parts_and_minimal()
-    dit = WanTransformer3DModel(
-        patch_size=(1, 1, 1),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=8,
-        out_channels=8,
-        text_dim=32,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=1,
-        rope_max_seq_len=64,
-    )
+    dit = one_by_one_patch_transformer()
     ck["vae_condition.patch_embedding.weight"] = torch.randn(16, 8, 1, 1, 1)
     ck["ref_vae_condition.patch_embedding.weight"] = torch.randn(16, 8, 1, 1, 1)
     pipe, _ = convert_checkpoint(

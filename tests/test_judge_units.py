@@ -119,6 +119,12 @@ def test_sample_jpegs_defaults_eight_frames_at_full_size_quality_90() -> None:
     assert sample_jpegs(video, 3, quality=40) == jpegs_at(video, 3, (32, 48), 40)
 
 
+def test_sample_jpegs_names_a_failed_encode(monkeypatch) -> None:
+    monkeypatch.setattr(cv2, "imencode", lambda *args: (False, None))
+    with pytest.raises(ValueError, match=r"^JPEG encoding failed$"):
+        sample_jpegs(mp4(2, 16, 16), 1)
+
+
 def test_sample_jpegs_downscales_the_longest_side_to_768() -> None:
     video = mp4(2, 16, 800)
     jpegs = sample_jpegs(video, 2)

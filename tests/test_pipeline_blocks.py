@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pipeline_fixtures import clip_fixture, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
+from pipeline_fixtures import clip_fixture, one_by_one_patch_transformer, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
 
 from sparkle_video.pipelines import SparkleEditPipeline, tiny_pipeline
 from sparkle_video.pipelines.pipeline_sparkle_edit import pad_to_size, resize_frames
@@ -56,20 +56,7 @@ def test_without_a_vae_the_wan22_factors_are_assumed(pipe) -> None:
 
 def test_working_size_follows_the_transformer_patch(pipe) -> None:
     """The size multiple is the VAE's 16 times the DiT's patch: 32 for Wan2.2, 16 for a 1x1 patch."""
-    from diffusers import WanTransformer3DModel
-
-    dit = WanTransformer3DModel(
-        patch_size=(1, 1, 1),
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=8,
-        out_channels=8,
-        text_dim=32,
-        freq_dim=16,
-        ffn_dim=32,
-        num_layers=1,
-        rope_max_seq_len=64,
-    )
+    dit = one_by_one_patch_transformer()
     fine = SparkleEditPipeline(**{**pipe.components, "transformer": dit})
     assert fine.size_multiple == 16
     assert fine.working_size(720, 1280) == (720, 1280) and pipe.working_size(720, 1280) == (704, 1280)

@@ -7,6 +7,7 @@ import hashlib
 import re
 
 import pytest
+from bench_fixtures import OPENVE_NAMES, SPARKLE_NAMES
 
 from sparkle_video.bench.rubric import (
     OPENVE,
@@ -49,21 +50,10 @@ def test_protocols_name_their_dimensions_in_stored_order() -> None:
     assert get_protocol("sparkle") is SPARKLE and get_protocol("openve") is OPENVE
     with pytest.raises(ValueError, match=r"^unknown protocol 'vbench'; known: \['openve', 'sparkle'\]$"):
         get_protocol("vbench")
-    assert SPARKLE.dimensions == (
-        "Instruction Compliance",
-        "Overall Visual Quality",
-        "Foreground Integrity",
-        "Foreground Motion Consistency",
-        "Background Dynamics",
-        "Background Visual Quality",
-    )
+    assert SPARKLE.dimensions == SPARKLE_NAMES  # the official stored order
     assert SPARKLE.short_names == ("Ins", "Vis", "FgIn", "FgMo", "BgDy", "BgVi")
     assert (SPARKLE.cap, SPARKLE.strip_lines) == (True, True)
-    assert OPENVE.dimensions == (
-        "Instruction Compliance",
-        "Visual Quality & Stability",
-        "Consistency & Detail Fidelity",
-    )
+    assert OPENVE.dimensions == OPENVE_NAMES
     assert OPENVE.short_names == ("Ins", "VQ", "Cons")
     assert (OPENVE.cap, OPENVE.strip_lines) == (False, False)
     assert (SCORE_MIN, SCORE_MAX) == (1, 5) and PARSE_MODES == ("official", "lenient")

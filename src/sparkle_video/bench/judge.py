@@ -86,7 +86,7 @@ def sample_jpegs(video: bytes, num_frames: int = 8, max_side: int = 768, quality
         ok, buf = cv2.imencode(
             ".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
         )
-        if not ok:  # pragma: no cover - OpenCV always encodes RGB frames
+        if not ok:  # OpenCV encodes any RGB frame; a broken build would not
             raise ValueError("JPEG encoding failed")
         out.append(buf.tobytes())
     return out
