@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,9 @@ def test_qwen_boxes_scale_order_and_clip_to_the_frame() -> None:
     with pytest.raises(ValueError, match="box must have 4 numbers"):
         qwen_box_to_pixels([1, 2, 3], 640, 480)
     assert pixels_to_qwen_box((64, 96, 384, 432), 640, 480) == (100, 200, 600, 900)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (1, 2, 3, 4)])
+def test_pack_mask_refuses_what_is_not_t_h_w(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"mask must be (T, H, W), got shape {shape}")):
+        pack_mask(np.zeros(shape, bool))

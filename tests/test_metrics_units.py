@@ -51,7 +51,7 @@ from sparkle_video.bench.metrics import (
     working_size,
 )
 from sparkle_video.errors import SparkleDataError
-from sparkle_video.video import write_video
+from sparkle_video.video import as_video_reader, write_video
 
 #: OpenCV's 5x5 elliptic structuring element (a disk of radius 2), written out.
 DISK5 = np.array(
@@ -681,8 +681,9 @@ def test_load_pair_compares_the_common_frames_up_to_the_cap(videos: dict) -> Non
     assert longer.source.shape[0] == 2 and (longer.source_frames, longer.edited_frames) == (2, 13)
     capped = load_pair(videos["source"], videos["edited"], MetricConfig(max_frames=3))
     assert capped.source.shape[0] == capped.edited.shape[0] == 3 and capped.detail_indices == (0, 1, 2)
-    with pytest.raises(SparkleDataError, match="need at least 2 frames to compare, got 1"):
+    with pytest.raises(SparkleDataError, match="need at least 2 frames to compare, got 1") as err:
         load_pair(videos["source"], videos["one"])
+    assert err.value.path == as_video_reader(videos["one"]).name  # the short clip is named
 
 
 def test_load_pair_detail_frames_and_sizes(videos: dict) -> None:
