@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,6 +330,22 @@ def check_settings(path: Path, settings: Mapping[str, str]) -> None:
         )
 
 
+def json_lines(path: str | os.PathLike) -> Iterator[Any]:
+    """Each non-blank line of a JSONL file, parsed, or ``None`` where it is not JSON.
+
+    Lines are decoded one by one, so a line a crash cut inside a UTF-8 character is one bad line
+    rather than an error for the whole file.
+    """
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
+                    yield json.loads(line)
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError
+                yield None
+
+
 def read_records(path: str | os.PathLike, num_dims: int) -> tuple[dict[str, dict], int]:
     """Valid records of a score JSONL by id (last wins) and the number of unusable lines skipped."""
     records: dict[str, dict] = {}
@@ -337,19 +353,14 @@ def read_records(path: str | os.PathLike, num_dims: int) -> tuple[dict[str, dict
     p = Path(path)
     if not p.is_file():
         return records, 0
-    with open(p, "rb") as f:  # lines are decoded one by one: a line cut inside a character is one bad line
-        for raw in f:
-            try:
-                line = raw.decode("utf-8")
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                scores = rec["scores"]
-                if not isinstance(scores, list) or len(scores) != num_dims:
-                    raise ValueError("wrong number of scores")
-                records[str(rec["id"])] = rec
-            except (ValueError, KeyError, TypeError):
-                bad += 1  # e.g. a line cut short by a crash: that id is simply asked again
+    for rec in json_lines(p):
+        try:
+            scores = rec["scores"]  # TypeError where the line is not JSON (None)
+            if not isinstance(scores, list) or len(scores) != num_dims:
+                raise ValueError("wrong number of scores")
+            records[str(rec["id"])] = rec
+        except (ValueError, KeyError, TypeError):
+            bad += 1  # e.g. a line cut short by a crash: that id is simply asked again
     return records, bad
 
 

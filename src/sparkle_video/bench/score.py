@@ -8,7 +8,6 @@ Spearman rank correlation between each metric and its judge dimension is reporte
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SparkleDataError
 from ..masks import load_mask
-from .judge import RecordWriter, load_judge_records
+from .judge import RecordWriter, json_lines, load_judge_records
 from .metrics import METRIC_NAMES, MetricConfig, compute_metrics, spearman
 from .results import MAX_COMPARED_FRAMES, ResultEntry, ResultSet, scan_results
 from .rubric import get_protocol
@@ -64,13 +63,11 @@ def read_metric_records(path: str | os.PathLike) -> dict[str, dict]:
     p = Path(path)
     if not p.is_file():
         return out
-    with open(p, "rb") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-                out[str(rec["id"])] = rec
-            except (ValueError, KeyError, TypeError):
-                continue
+    for rec in json_lines(p):
+        try:
+            out[str(rec["id"])] = rec
+        except (KeyError, TypeError):  # not JSON (None) or no id
+            continue
     return out
 
 
