@@ -4,7 +4,7 @@ Kiwi-Edit's trainer saves the trainable parameters with the ``pipe.`` prefix rem
 DiffSynth's names (``dit.blocks.0.self_attn.q.weight``), ``mllm.video_queries.q``, ``mllm.connetor.*``
 (sic), ``vae_condition.*`` / ``ref_vae_condition.*`` and the Qwen LoRA factors
 (``mllm.model.model.language_model.layers.N.self_attn.q_proj.lora_A.default.weight``). The names here are
-the inverse of ``sparkle_video.convert``'s mapping, so ``convert-checkpoint`` reads our fine-tunes and
+the inverse of ``sparkle_video.pipelines.convert``'s mapping, so ``convert-checkpoint`` reads our fine-tunes and
 upstream tools can too. LoRA factors are exported with the LoRA scaling (alpha / rank) folded into
 ``lora_B``, so they merge with ``convert``'s default ``lora_alpha=1``.
 """
@@ -18,7 +18,11 @@ from typing import Any
 
 import torch
 
-from ..convert import _BLOCK_MAP, _TOP_MAP, map_dit_name  # one mapping table, read in both directions
+from ..pipelines.convert import (  # one mapping table, read in both directions
+    _BLOCK_MAP,
+    _TOP_MAP,
+    map_dit_name,
+)
 
 _DIT_TOP = {v: k for k, v in _TOP_MAP.items()}
 _DIT_BLOCK = {v: k for k, v in _BLOCK_MAP.items()}
