@@ -114,3 +114,31 @@ def test_kiwi_csv_from_shards_says_to_extract(train_folder, train_shards, tmp_pa
     assert main(["export", str(shards), str(tmp_path / "k.csv"), "--format", "kiwi-csv"]) == 1
     err = capsys.readouterr().err
     assert "tar shards" in err and "extract" in err and not (tmp_path / "k.csv").exists()
+
+
+def test_datasets_progress_bars_only_with_verbose(train_folder) -> None:
+    """A command's stderr carries no ``datasets`` bar by default; ``-v`` (debug logging) brings it back."""
+    import subprocess
+    import sys
+
+    root, _ = train_folder
+    code = "import sys; from sparkle_video.cli import main; sys.exit(main(sys.argv[1:]))"
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, "info", str(root), "--json"], capture_output=True, text=True
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Generating train split" not in quiet.stderr and "%|" not in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", code, "-v", "info", str(root), "--json"], capture_output=True, text=True
+    )
+    assert loud.returncode == 0 and "Generating train split" in loud.stderr
+
+
+def test_load_sparkle_is_quiet_unless_asked(train_folder, capsys: pytest.CaptureFixture[str]) -> None:
+    from sparkle_video import load_sparkle
+
+    root, _ = train_folder
+    load_sparkle(root)
+    assert "Generating train split" not in capsys.readouterr().err
+    load_sparkle(root, progress=True)
+    assert "Generating train split" in capsys.readouterr().err

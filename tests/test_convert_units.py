@@ -485,7 +485,7 @@ def test_convert_reference_model_settings_and_dtype() -> None:
         parts["vae"],
         parts["mllm_encoder"].mllm,
         tokenizer=parts["tokenizer"],
-        torch_dtype=torch.bfloat16,
+        dtype=torch.bfloat16,
         max_ref_tokens=3,
     )
     assert pipe.ref_embedder is not None and pipe.ref_embedder.config.ref_pad_first is False

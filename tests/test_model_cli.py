@@ -23,6 +23,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # our own calls use dtype=, not torch_dtype=
 def test_edit_command(saved: Path, tmp_path: Path) -> None:
     clip = make_pair(4, num_frames=10, height=72, width=64).source
     write_video(clip, tmp_path / "in.mp4", fps=16)

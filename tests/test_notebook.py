@@ -11,8 +11,8 @@ import pytest
 from conftest import pack, write_bench
 
 from sparkle_video import VideoReader, load_sparkle, load_sparkle_bench, write_video
-from sparkle_video.data.export import export_hub_folder
 from sparkle_video.data.display import HTML_MAX_BYTES
+from sparkle_video.data.export import export_hub_folder
 from sparkle_video.data.preview import show
 
 DATA_URI = re.compile(r'src="data:(video/mp4|image/png|image/jpeg);base64,([A-Za-z0-9+/=]+)"')
@@ -71,12 +71,14 @@ def test_tar_member_repr_names_member_and_id(train_folder, tmp_path: Path, strea
     assert "location/edited_video/Sparkle_location_000001.mp4" in text
 
 
-def test_progress_false_silences_datasets_bars(train_folder, capfd: pytest.CaptureFixture[str]) -> None:
+def test_datasets_bars_are_off_by_default(train_folder, capfd: pytest.CaptureFixture[str]) -> None:
+    """A notebook shows no red stderr block by default; ``progress=True`` asks for the bars."""
     root, _ = train_folder
     capfd.readouterr()
+    load_sparkle(root)
     load_sparkle(root, progress=False)
     assert "Generating train split" not in capfd.readouterr().err
-    load_sparkle(root)
+    load_sparkle(root, progress=True)
     assert "Generating train split" in capfd.readouterr().err
 
 

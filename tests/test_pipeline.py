@@ -167,6 +167,27 @@ def test_batched_prompts_and_reference(pipe, clip) -> None:
     assert ref.shape == (1, 9, 64, 64, 3) and np.abs(ref - run(pipe, clip)).max() > 1e-6
 
 
+def test_num_videos_per_prompt(pipe, clip) -> None:
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    two = pipe(
+        "snowy forest", clip, num_inference_steps=STEPS, generator=gens, num_videos_per_prompt=2
+    ).frames
+    assert two.shape == (2, 9, 64, 64, 3)
+    alone = [
+        pipe(
+            "snowy forest", clip, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(s)
+        ).frames[0]
+        for s in (0, 1)
+    ]
+    np.testing.assert_allclose(two[0], alone[0], atol=1e-5)  # each video is the one its own noise gives
+    np.testing.assert_allclose(two[1], alone[1], atol=1e-5)
+    assert np.abs(two[0] - two[1]).max() > 1e-3
+    both = pipe(["a", "b"], clip, num_inference_steps=1, num_videos_per_prompt=2, guidance_scale=2.0).frames
+    assert both.shape == (4, 9, 64, 64, 3)
+    with pytest.raises(ValueError, match="num_videos_per_prompt"):
+        pipe("x", clip, num_inference_steps=1, num_videos_per_prompt=0)
+
+
 def test_sizes_rounded_and_restored(pipe) -> None:
     odd = make_pair(2, num_frames=11, height=72, width=80).source  # 72x80 -> 64x64, 11 frames -> 9
     out = pipe("x", odd, num_inference_steps=1, output_type="np").frames
@@ -246,9 +267,10 @@ def test_full_size_architecture_on_meta() -> None:
     assert next(dit.parameters()).device.type == "meta"
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # dtype=, not the deprecated torch_dtype=
 def test_bfloat16_pipeline_runs(pipe, clip, tmp_path) -> None:
     pipe.save_pretrained(tmp_path / "p")
-    half = SparkleEditPipeline.from_pretrained(tmp_path / "p", torch_dtype=torch.bfloat16)
+    half = SparkleEditPipeline.from_pretrained(tmp_path / "p", dtype=torch.bfloat16)
     half.set_progress_bar_config(disable=True)
     assert half.transformer.dtype == torch.bfloat16 and half.mllm_encoder.dtype == torch.bfloat16
     out = run(half, clip)

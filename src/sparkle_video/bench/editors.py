@@ -132,16 +132,24 @@ class PipelineEditor:
 
 
 def pipeline_editor(
-    path_or_repo: str, *, torch_dtype: str = "bfloat16", device: str | None = None, **kwargs: Any
+    path_or_repo: str,
+    *,
+    dtype: str = "bfloat16",
+    device: str | None = None,
+    torch_dtype: str | None = None,
+    **kwargs: Any,
 ) -> PipelineEditor:
-    """Load a ``SparkleEditPipeline`` (local folder or Hub repo) and wrap it as an editor."""
+    """Load a ``SparkleEditPipeline`` (local folder or Hub repo) and wrap it as an editor.
+
+    ``dtype`` names the torch dtype (``torch_dtype``, diffusers' older spelling, is accepted too).
+    """
     import torch
 
     try:
         from ..pipelines.pipeline_sparkle_edit import SparkleEditPipeline
     except (ImportError, AttributeError) as e:  # pragma: no cover - depends on the [model] extra
         raise ImportError("running a model needs the model extra: pip install 'sparkle-video[model]'") from e
-    pipe = SparkleEditPipeline.from_pretrained(path_or_repo, torch_dtype=getattr(torch, torch_dtype))
+    pipe = SparkleEditPipeline.from_pretrained(path_or_repo, dtype=getattr(torch, torch_dtype or dtype))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = pipe.to(device)

@@ -66,7 +66,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     kwargs = (
         {}
         if args.model in ("identity", "static-background")
-        else {"torch_dtype": args.dtype, "device": args.device}
+        else {"dtype": args.dtype, "device": args.device}
     )
     editor = load_editor(args.model, **kwargs)
     rows, skipped = _load_bench(args)

@@ -77,7 +77,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from ..pipelines import SparkleEditPipeline
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = SparkleEditPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype))
+    pipe = SparkleEditPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
     if args.cpu_offload:
         pipe.enable_model_cpu_offload()
     else:
@@ -119,7 +119,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         args.mllm,
         out_dir=args.out,
         lora_alpha=args.lora_alpha,
-        torch_dtype=getattr(torch, args.dtype),
+        dtype=getattr(torch, args.dtype),
         ref_pad_first=args.ref_pad_first,
         max_ref_tokens=args.max_ref_tokens,
     )

@@ -269,8 +269,7 @@ def export_hub_folder(
         verify="metadata",
         skip_report=report,
         storage_options=storage_options,
-        progress=progress,
-    )
+    )  # ``datasets``' bars follow the logging level; this export's own bar follows ``progress``
     fs, out_path = fsspec.core.url_to_fs(os.fspath(out_dir))
     parts: dict[str, _ParquetParts] = {}
     counts: dict[str, int] = {}

@@ -173,6 +173,11 @@ def resolve_source(
 
 
 # -- the two loaders ------------------------------------------------------------------------------
+def progress_default() -> bool:
+    """Whether ``datasets``' own bars show when the caller did not say: only with debug logging (``-v``)."""
+    return logger.isEnabledFor(logging.DEBUG)
+
+
 @contextlib.contextmanager
 def _progress_bars(enabled: bool) -> Iterator[None]:
     """Silence ``datasets``' own bars ("Generating train split") when ``enabled`` is False."""
@@ -209,8 +214,10 @@ def _load(
     token: str | bool | None,
     cache_dir: str | None,
     storage_options: dict | None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
+    if progress is None:
+        progress = progress_default()
     if isinstance(themes, str):
         themes = [themes]
     if verify is None:
@@ -322,7 +329,7 @@ def load_sparkle(
     token: str | bool | None = None,
     cache_dir: str | None = None,
     storage_options: dict | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load Sparkle training pairs as a ``datasets.Dataset`` (or ``IterableDataset`` when streaming).
 
@@ -349,7 +356,8 @@ def load_sparkle(
         skip_report: filled with every sample skipped under ``errors="skip"``. When streaming, samples
             are skipped while iterating, possibly in DataLoader worker processes: the report collects
             them from every process and is complete once iteration ends.
-        progress: ``False`` silences ``datasets``' "Generating train split" bar.
+        progress: show ``datasets``' "Generating train split" bar. Default: only when the
+            ``sparkle_video`` logger is at DEBUG (``sparkle-video -v``), so notebooks and commands stay quiet.
 
     Rows: ``id, theme, prompt, subtheme, scene, original_scene, source_video, edited_video``; the
     videos are lazy ``VideoReader``s and nothing is decoded before frames are asked for.
@@ -401,7 +409,7 @@ def load_sparkle_bench(
     token: str | bool | None = None,
     cache_dir: str | None = None,
     storage_options: dict | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load Sparkle-Bench (default repo ``stdKonjac/Sparkle-Bench``) as a ``datasets`` object.
 

@@ -275,9 +275,10 @@ def convert_checkpoint(
     tokenizer: Any = None,
     out_dir: str | os.PathLike | None = None,
     lora_alpha: float = 1.0,
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     ref_pad_first: bool = False,
     max_ref_tokens: int = 768,
+    torch_dtype: torch.dtype | None = None,
 ) -> tuple[Any, ConversionReport]:
     """Build a ``SparkleEditPipeline`` from a training checkpoint and base models; optionally save it.
 
@@ -345,8 +346,9 @@ def convert_checkpoint(
         source_embedder=source_embedder,
         ref_embedder=ref_embedder,
     )
-    if torch_dtype is not None:
-        pipe.to(torch_dtype)
+    dtype = dtype if dtype is not None else torch_dtype  # ``torch_dtype``: the older diffusers spelling
+    if dtype is not None:
+        pipe.to(dtype)
     if out_dir is not None:
         pipe.save_pretrained(out_dir)
     return pipe, report

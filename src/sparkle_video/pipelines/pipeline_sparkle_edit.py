@@ -508,6 +508,7 @@ class SparkleEditPipeline(DiffusionPipeline):
         sigma_min: float = SIGMA_MIN,
         resize_mode: str = "crop",
         restore_size: bool = False,
+        num_videos_per_prompt: int = 1,
     ) -> SparkleEditPipelineOutput | tuple:
         """Edit ``video`` following ``prompt``.
 
@@ -533,7 +534,13 @@ class SparkleEditPipeline(DiffusionPipeline):
             unconditional: ``"empty-prompt"`` or ``"zeros"`` (see the module docstring).
             resize_mode: ``"crop"`` (cover and centre-crop, upstream) or ``"resize"`` (squash).
             restore_size: map the output back onto the source video's size (see ``restore_frames``).
+            num_videos_per_prompt: edits per instruction, each from its own noise (as in diffusers: the
+                outputs of one prompt are consecutive, ``len(prompts) * num_videos_per_prompt`` in all).
         """
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ValueError(
+                f"num_videos_per_prompt must be a positive integer, got {num_videos_per_prompt!r}"
+            )
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(
@@ -590,6 +597,11 @@ class SparkleEditPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"negative context {tuple(negative.shape)} != context {tuple(context.shape)}"
                 )
+            if num_videos_per_prompt > 1:
+                negative = negative.repeat_interleave(num_videos_per_prompt, dim=0)
+        if num_videos_per_prompt > 1:
+            context = context.repeat_interleave(num_videos_per_prompt, dim=0)
+        if do_cfg:
             context = torch.cat([negative, context.to(negative.device, negative.dtype)])
         context = context.to(device=device, dtype=self.transformer.dtype)
         self.last_branches = 2 if do_cfg else 1
@@ -601,7 +613,7 @@ class SparkleEditPipeline(DiffusionPipeline):
             ref_latents = self.encode_reference_latents(ref_image, height, width)
 
         # 3. noise
-        batch = len(prompts)
+        batch = len(prompts) * num_videos_per_prompt
         shape = (batch, self.vae.config.z_dim, *source_latents.shape[2:])
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
