@@ -108,6 +108,37 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, **kw
 
     with as_os_error(path):
         save_file(tensors, os.fspath(path), **kwargs)
+    check_safetensors_size(path)
+
+
+def check_safetensors_size(path: str | os.PathLike) -> None:
+    """``OSError(EIO)`` unless the file is as long as its own header says (8 + header + data).
+
+    A write that the library reports as done can still be short (safetensors 0.8 returns without error
+    when writing to ``/dev/full``); this reads only the header.
+    """
+    import errno
+    import json
+    import stat
+    import struct
+
+    path = os.fspath(path)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        header = f.read(n) if 0 <= n <= min(st.st_size, 100 << 20) else b""
+    try:
+        entries = json.loads(header) if header else None
+    except ValueError:
+        entries = None
+    if not isinstance(entries, dict):
+        raise OSError(errno.EIO, "short or unreadable safetensors header after writing", path)
+    end = max((v["data_offsets"][1] for k, v in entries.items() if k != "__metadata__"), default=0)
+    if st.st_size != 8 + n + end:
+        raise OSError(errno.EIO, f"short write ({st.st_size} of {8 + n + end} bytes)", path)
 
 
 @contextlib.contextmanager

@@ -718,6 +718,7 @@ class Trainer:
             total=cfg.max_steps, initial=self.step, desc="training", disable=not acc.is_local_main_process
         )
         losses: list[torch.Tensor] = []
+        step_ids: list[str] = []
         last_loss = float("nan")
         skipped_seen = len(getattr(self.stream, "skip_report", SkipReport()))
         data = prefetch(self.stream, cfg.prefetch)
@@ -744,6 +745,7 @@ class Trainer:
                 self.micro_step += 1
                 self.data_position = position
                 losses.append(loss.detach())
+                step_ids.extend(str(i) for i in batch.get("id", []))
                 if not acc.sync_gradients:
                     continue
                 self.step += 1
@@ -757,7 +759,9 @@ class Trainer:
                     "lr": self.lr_scheduler.get_last_lr()[0],
                     "sigma": float(out["sigma"].float().mean()),
                     "epoch": position.get("epoch", 0),
+                    "ids": self._gather_ids(step_ids),  # the pairs of this step, all ranks: an audit trail
                 }
+                step_ids = []
                 report = getattr(self.stream, "skip_report", None)
                 if report is not None and len(report) > skipped_seen:
                     record["skipped"] = [list(s) for s in report.skipped[skipped_seen:]]
@@ -785,6 +789,14 @@ class Trainer:
         if self.trackers:
             acc.end_training()
         return result
+
+    def _gather_ids(self, ids: list[str]) -> list[list[str]]:
+        """Per rank, the pair ids of one optimizer step (``gather_object`` when there are many ranks)."""
+        if self.accelerator.num_processes == 1:
+            return [list(ids)]
+        from accelerate.utils import gather_object
+
+        return [list(x) for x in gather_object([list(ids)])]
 
     def _check_unoptimized(self) -> None:
         """Parameters left out of the optimizer must really get no gradient (else they would not train)."""
