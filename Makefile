@@ -40,7 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/train.py
 
 # Mutation testing of the critical modules ([tool.mutmut] in pyproject.toml); not part of CI (slow).
-# `make mutate ONLY="sparkle_video.masks*"` limits the run to matching mutants.
+# `make mutate ONLY="sparkle_video.data.masks*"` limits the run to matching mutants.
 mutate: install
 	$(BIN)/mutmut run $(ONLY) || true
 	$(BIN)/python scripts/mutation_report.py --survivors

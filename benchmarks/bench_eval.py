@@ -38,7 +38,7 @@ from timing import median_time
 
 from sparkle_video.bench.judge import OpenAIJudge, judge_results
 from sparkle_video.bench.metrics import compute_metrics
-from sparkle_video.video import VideoReader, write_video
+from sparkle_video.data.video import VideoReader, write_video
 
 
 def make_pair(folder: Path) -> tuple[Path, Path]:

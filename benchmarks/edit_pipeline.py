@@ -226,9 +226,9 @@ def offloaded_call(
 
 
 def cpu(args: argparse.Namespace) -> dict:
+    from sparkle_video.data.synthetic import make_pair
     from sparkle_video.models import tiny_components
     from sparkle_video.pipelines import tiny_pipeline
-    from sparkle_video.synthetic import make_pair
 
     pipe = tiny_pipeline(seed=0)
     pipe.set_progress_bar_config(disable=True)

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import av
 
-from sparkle_video.synthetic import make_pair
-from sparkle_video.video import write_video
+from sparkle_video.data.synthetic import make_pair
+from sparkle_video.data.video import write_video
 
 
 def make_clips(folder: Path, count: int, frames: int, height: int, width: int) -> list[str]:

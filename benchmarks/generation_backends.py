@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from timing import median_time
 
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.generation.backends.protocols import ControlInputs
 from sparkle_video.generation.backends.registry import build_backend, load_backend_config
-from sparkle_video.synthetic import make_pair
 
 
 def model_backends() -> dict[str, str]:

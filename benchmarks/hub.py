@@ -51,7 +51,7 @@ print(json.dumps({{"rows": n, "seconds": time.perf_counter() - t0}}))
 INFO_SCRIPT = """
 import json, time
 t0 = time.perf_counter()
-from sparkle_video.hub import index_entries
+from sparkle_video.data.hub import index_entries
 n = len(index_entries({source!r}, bench=False, themes=None))
 print(json.dumps({{"rows": n, "seconds": time.perf_counter() - t0}}))
 """

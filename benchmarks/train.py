@@ -37,21 +37,21 @@ import torch
 from timing import median_time
 
 from sparkle_video import VideoReader
-from sparkle_video.synthetic import make_demo_records, make_pair
+from sparkle_video.data.synthetic import make_demo_records, make_pair
+from sparkle_video.data.writer import write_sparkle
 from sparkle_video.training import (
     BucketedPairStream,
     SparkleTrainingModule,
     configure_trainable,
     sparkle_rows,
 )
-from sparkle_video.writer import write_sparkle
 
 DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle"
 
 
 def tiny_step_rate(repeats: int) -> dict[str, float]:
     """Seconds per tiny training step vs the gradient-free loss on the same batch."""
-    from sparkle_video.models import tiny_pipeline
+    from sparkle_video.pipelines import tiny_pipeline
 
     pipe = tiny_pipeline(0)
     configure_trainable(pipe, lora_rank=4)
@@ -86,7 +86,7 @@ def tiny_step_rate(repeats: int) -> dict[str, float]:
 
 def data_rate(root: str, repeats: int, max_pairs: int | None = None) -> dict[str, float]:
     """Pairs per second through the training stream vs decoding the same frames alone."""
-    from sparkle_video.models import tiny_pipeline
+    from sparkle_video.pipelines import tiny_pipeline
 
     pipe = tiny_pipeline(0)  # only its preprocessing is used (no model call)
     rows = sparkle_rows(root, limit=max_pairs)

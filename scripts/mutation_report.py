@@ -49,7 +49,7 @@ def mutant_diff(mutmut: str, name: str) -> str:
 
 
 def module_of(mutant: str) -> str:
-    """``sparkle_video.masks.x_pack_mask__mutmut_3`` -> ``sparkle_video.masks``."""
+    """``sparkle_video.data.masks.x_pack_mask__mutmut_3`` -> ``sparkle_video.data.masks``."""
     head = mutant.split("__mutmut_")[0]
     parts = head.split(".")
     while parts and (parts[-1].startswith(("x_", "xǁ")) or parts[-1][:1].isupper()):

@@ -38,12 +38,12 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
     "sparkle_video.bench.rubric": ["test_rubric.py", "test_judge_units.py", "test_bench_judge.py"],
     "sparkle_video.bench.metrics": ["test_metrics_units.py", "test_bench_metrics.py", "test_bench_score.py"],
-    "sparkle_video.convert": ["test_convert_units.py", "test_convert.py"],
+    "sparkle_video.pipelines.convert": ["test_convert_units.py", "test_convert.py"],
     "sparkle_video.generation.camera": GENERATION,
     "sparkle_video.generation.bait": GENERATION,
     "sparkle_video.generation.edges": GENERATION,
-    "sparkle_video.layout": ["test_layout.py", "test_load_errors.py"],
-    "sparkle_video.masks": ["test_masks.py"],
+    "sparkle_video.data.layout": ["test_layout.py", "test_load_errors.py"],
+    "sparkle_video.data.masks": ["test_masks.py"],
     "sparkle_video.models.configs": ["test_model_configs.py"],
     "sparkle_video.pipelines.pipeline_sparkle_edit": [
         "test_pipeline_units.py",
@@ -51,10 +51,10 @@ MODULE_TESTS: dict[str, list[str]] = {
         "test_pipeline_blocks.py",
         "test_pipeline.py",
     ],
-    "sparkle_video.records": ["test_records.py", "test_load_errors.py"],
-    "sparkle_video.shards": ["test_shards.py", "test_load_errors.py"],
+    "sparkle_video.data.records": ["test_records.py", "test_load_errors.py"],
+    "sparkle_video.data.shards": ["test_shards.py", "test_load_errors.py"],
     "sparkle_video.training.loss": ["test_training_loss.py"],
-    "sparkle_video.video": ["test_video.py", "test_video_sources.py", "test_writing_atomic.py"],
+    "sparkle_video.data.video": ["test_video.py", "test_video_sources.py", "test_writing_atomic.py"],
 }
 TIMEOUT_EXIT = 36  # mutmut's code for a run that ran out of time (counted as killed)
 SUSPICIOUS_EXIT = 35  # mutmut's "suspicious": a failure that did not repeat (not counted as killed)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sparkle_video.video import write_video
+from sparkle_video.data.video import write_video
 
 KEYWORDS = {
     "location": ["urban: rooftop overlooking skyline", "rural: vineyard rows"],
@@ -172,7 +172,7 @@ def write_openve_bench(root: Path, counts: dict[str, int], frames: int = 9) -> d
 
 def bench_rows(info: dict[str, dict]) -> list[dict]:
     """Rows shaped like ``load_sparkle_bench`` rows (without loading through ``datasets``)."""
-    from sparkle_video.video import VideoReader
+    from sparkle_video.data.video import VideoReader
 
     return [
         {

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from sparkle_video.video import write_video
+from sparkle_video.data.video import write_video
 
 SAMPLES = Path(
     os.environ.get("SPARKLE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.pipelines import SparkleEditPipeline, tiny_pipeline
-from sparkle_video.synthetic import make_pair
 
 
 @pytest.fixture(name="pipe", scope="module")

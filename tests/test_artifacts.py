@@ -12,7 +12,7 @@ from conftest import clip
 from PIL import Image
 
 from sparkle_video import SparkleDataError, VideoReader, save_mask, write_video
-from sparkle_video.artifacts import SparkleArtifacts
+from sparkle_video.data.artifacts import SparkleArtifacts
 
 SID = "Sparkle_location_000007"
 

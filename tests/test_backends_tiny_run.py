@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparkle_video.artifacts import SparkleArtifacts
 from sparkle_video.cli import main
 from sparkle_video.data import load_sparkle
+from sparkle_video.data.artifacts import SparkleArtifacts
+from sparkle_video.data.synthetic import make_pair
+from sparkle_video.data.video import write_video
 from sparkle_video.generation.backends.registry import load_backend_config
-from sparkle_video.synthetic import make_pair
-from sparkle_video.video import write_video
 
 # End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
 pytestmark = pytest.mark.e2e

@@ -24,8 +24,8 @@ from sparkle_video.bench.metrics import (
     spearman,
     temporal_stability,
 )
-from sparkle_video.masks import save_mask
-from sparkle_video.video import write_video
+from sparkle_video.data.masks import save_mask
+from sparkle_video.data.video import write_video
 
 SAMPLES = Path(
     os.environ.get("SPARKLE_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle")
@@ -297,7 +297,7 @@ def test_known_translation_reads_the_same_at_any_working_width(work_height: int)
 @pytest.mark.slow
 def test_every_released_edit_beats_the_static_background_baseline() -> None:
     from sparkle_video.bench.editors import StaticBackgroundEditor
-    from sparkle_video.video import VideoReader
+    from sparkle_video.data.video import VideoReader
 
     sources = sorted(SAMPLES.glob("*/source_video/*.mp4"))
     assert sources

@@ -36,7 +36,7 @@ from sparkle_video.bench.judge import (
 from sparkle_video.bench.openve import judge_openve, load_openve_bench, openve_average
 from sparkle_video.bench.rubric import OPENVE, SPARKLE, ReplyError
 from sparkle_video.bench.score import score_results
-from sparkle_video.video import write_video
+from sparkle_video.data.video import write_video
 
 KEY = "azure-test-SECRET-9876543210"
 

@@ -18,7 +18,7 @@ from sparkle_video.bench.editors import (
 )
 from sparkle_video.bench.results import find_edited_files
 from sparkle_video.bench.runner import run_inference, shard_rows
-from sparkle_video.video import VideoReader
+from sparkle_video.data.video import VideoReader
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from sparkle_video.bench.score import (
     score_results,
     summarize_metrics,
 )
+from sparkle_video.data.masks import save_mask
+from sparkle_video.data.video import write_video
 from sparkle_video.errors import SparkleDataError
-from sparkle_video.masks import save_mask
-from sparkle_video.video import write_video
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 from conftest import SAMPLES
 from huggingface_hub import DatasetCard
 
-from sparkle_video.layout import BENCH_THEMES, THEMES
-from sparkle_video.synthetic import make_demo_records
-from sparkle_video.writer import write_sparkle, write_sparkle_bench
+from sparkle_video.data.layout import BENCH_THEMES, THEMES
+from sparkle_video.data.synthetic import make_demo_records
+from sparkle_video.data.writer import write_sparkle, write_sparkle_bench
 
 CARDS = Path(__file__).resolve().parents[1] / "dataset_cards"
 

@@ -8,15 +8,15 @@ import torch
 from safetensors.torch import save_file
 
 from sparkle_video import SparkleEditPipeline
-from sparkle_video.convert import (
+from sparkle_video.data.synthetic import make_pair
+from sparkle_video.models import tiny_components
+from sparkle_video.pipelines.convert import (
     CheckpointError,
     convert_checkpoint,
     dit_name,
     load_checkpoint,
     unmapped_keys,
 )
-from sparkle_video.models import tiny_components
-from sparkle_video.synthetic import make_pair
 
 
 def synthetic_checkpoint(parts: dict, rank: int = 2) -> dict[str, torch.Tensor]:

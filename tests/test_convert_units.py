@@ -15,7 +15,8 @@ from pipeline_fixtures import one_by_one_patch_transformer
 from safetensors.torch import save_file
 from test_convert import GOLDEN_BLOCK, GOLDEN_TOP, synthetic_checkpoint
 
-from sparkle_video.convert import (
+from sparkle_video.models import tiny_components
+from sparkle_video.pipelines.convert import (
     _BLOCK_MAP,
     _TOP_MAP,
     CheckpointError,
@@ -30,7 +31,6 @@ from sparkle_video.convert import (
     qwen_candidates,
     unmapped_keys,
 )
-from sparkle_video.models import tiny_components
 
 
 def parts_and_minimal() -> tuple[dict, dict[str, torch.Tensor]]:

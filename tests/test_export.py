@@ -14,9 +14,9 @@ from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
 from sparkle_video import SkipReport, SparkleDataError, VideoReader
-from sparkle_video.export import HUB_FEATURES, export_hub_folder, export_kiwi_csv
-from sparkle_video.synthetic import make_demo_records
-from sparkle_video.writer import pack_shards, write_sparkle
+from sparkle_video.data.export import HUB_FEATURES, export_hub_folder, export_kiwi_csv
+from sparkle_video.data.synthetic import make_demo_records
+from sparkle_video.data.writer import pack_shards, write_sparkle
 
 
 @pytest.fixture(scope="module")

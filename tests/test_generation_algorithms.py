@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.generation import taxonomy
 from sparkle_video.generation.backends.protocols import GroundedObject
 from sparkle_video.generation.bait import MajorityVote, anchor_indices, majority_vote, valid_pixel_box
@@ -22,7 +23,6 @@ from sparkle_video.generation.camera import (
 from sparkle_video.generation.edges import canny_video, control_video, fuse_edges
 from sparkle_video.generation.settings import CameraThresholds
 from sparkle_video.generation.stages import score_frame_indices, track_foreground
-from sparkle_video.synthetic import make_pair
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "sparkle"
 
@@ -89,7 +89,7 @@ def test_decision_statistics() -> None:
 
 @pytest.mark.skipif(not SAMPLES.exists(), reason="shared sample clips are absent")
 def test_real_sample_clips_are_static() -> None:
-    from sparkle_video.video import VideoReader
+    from sparkle_video.data.video import VideoReader
 
     paths = sorted(glob.glob(str(SAMPLES / "*" / "source_video" / "*.mp4")))
     assert paths
@@ -156,7 +156,7 @@ class ScriptedVLM:
         self.mask, self.empty, self.calls = mask, empty, 0
 
     def relocate(self, frames, labels):
-        from sparkle_video.synthetic import mask_qwen_box
+        from sparkle_video.data.synthetic import mask_qwen_box
 
         out = []
         for k, _ in enumerate(frames):

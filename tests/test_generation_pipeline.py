@@ -17,16 +17,16 @@ import av
 import numpy as np
 import pytest
 
-from sparkle_video.artifacts import SparkleArtifacts
 from sparkle_video.cli import main
 from sparkle_video.data import load_sparkle
+from sparkle_video.data.artifacts import SparkleArtifacts
+from sparkle_video.data.layout import INTERMEDIATE_DIRS, INTERMEDIATE_JSONL
+from sparkle_video.data.synthetic import make_pair
+from sparkle_video.data.video import write_video
 from sparkle_video.generation.backends.reference import ReferenceVLM
 from sparkle_video.generation.backends.registry import register_backend
 from sparkle_video.generation.runner import find_sources, generate, make_plan
 from sparkle_video.generation.steps import BackendTimeout, call_with_timeout
-from sparkle_video.layout import INTERMEDIATE_DIRS, INTERMEDIATE_JSONL
-from sparkle_video.synthetic import make_pair
-from sparkle_video.video import write_video
 
 # End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
 pytestmark = pytest.mark.e2e

@@ -146,7 +146,7 @@ def test_unknown_option_key_is_named_at_check_time(tmp_path: Path) -> None:
 
 
 def test_reference_backends_follow_the_protocol_shapes() -> None:
-    from sparkle_video.synthetic import make_pair
+    from sparkle_video.data.synthetic import make_pair
 
     pair = make_pair(1, 17, 96, 160)
     config = load_backend_config("reference")

@@ -21,7 +21,7 @@ from conftest import pack, write_bench, write_train
 from hub_server import LoopbackHub, hub_env, last_json, run_hub_python
 
 from sparkle_video import load_sparkle, load_sparkle_bench
-from sparkle_video.video import write_video
+from sparkle_video.data.video import write_video
 
 # End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
 pytestmark = pytest.mark.e2e
@@ -357,7 +357,7 @@ def test_remote_member_reads_stay_inside_the_member(repos, hub, tmp_path: Path) 
     url = f"hf://datasets/{SHARD_REPO}@{hub.commits[SHARD_REPO]}/{shard}"
     script = f"""
 import hashlib, json
-from sparkle_video.video import VideoReader
+from sparkle_video.data.video import VideoReader
 r = VideoReader({url!r}, offset={member.offset_data}, size={member.size})
 print(json.dumps([r.num_frames, hashlib.sha256(r.get_frames().tobytes()).hexdigest()]))
 """

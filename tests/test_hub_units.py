@@ -9,9 +9,10 @@ import httpx2
 import pytest
 from huggingface_hub import errors as hf
 
+from sparkle_video.data.hub import shards_for
+from sparkle_video.data.transport import WindowReader, describe_url, hub_error, iter_remote_tar
+from sparkle_video.data.video import RemoteBytesCache
 from sparkle_video.errors import SparkleDataError, SparkleHubError
-from sparkle_video.hub import WindowReader, describe_url, hub_error, iter_remote_tar, shards_for
-from sparkle_video.video import RemoteBytesCache
 
 
 def http_error(cls: type, status: int) -> Exception:

@@ -56,7 +56,7 @@ from sparkle_video.bench.judge import (
 )
 from sparkle_video.bench.results import ResultEntry, ResultSet
 from sparkle_video.bench.rubric import OPENVE, SPARKLE, JudgeProtocol, ReplyError, rubric_sha256
-from sparkle_video.video import VideoReader, write_video
+from sparkle_video.data.video import VideoReader, write_video
 
 KEY = "sk-unit-SECRET-42"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparkle_video.layout import (
+from sparkle_video.data.layout import (
     bench_result_path,
     judge_result_name,
     parse_chosen_keyword,

@@ -15,8 +15,8 @@ from conftest import SAMPLES, clip, write_bench
 import sparkle_video
 from sparkle_video import VideoReader, load_sparkle, load_sparkle_bench
 from sparkle_video.data import SparkleCollator, hub_patterns, resolve_source
+from sparkle_video.data.sources import hub_stream_url
 from sparkle_video.errors import SparkleHubError
-from sparkle_video.sources import hub_stream_url
 
 
 def rows_by_id(ds) -> dict[str, dict]:

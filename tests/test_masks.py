@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sparkle_video import SparkleDataError, load_mask
-from sparkle_video.masks import pack_mask, save_mask, unpack_mask
+from sparkle_video.data.masks import pack_mask, save_mask, unpack_mask
 
 #: A (2, 3, 5) mask written by the reference recipe: ``np.savez(mask=np.packbits(m), shape=m.shape)``
 #: (default big-endian bit order, C order). 30 bits -> 4 packed bytes ``81 c0 80 04``.
@@ -135,7 +135,7 @@ def test_truncated_or_corrupt_npz_is_a_data_error() -> None:
 
 
 def test_qwen_boxes_scale_order_and_clip_to_the_frame() -> None:
-    from sparkle_video.masks import pixels_to_qwen_box, qwen_box_to_pixels
+    from sparkle_video.data.masks import pixels_to_qwen_box, qwen_box_to_pixels
 
     assert qwen_box_to_pixels([100, 200, 600, 900], 640, 480) == (64, 96, 384, 432)
     assert qwen_box_to_pixels((600, 900, 100, 200), 640, 480) == (64, 96, 384, 432)  # corners in any order

@@ -50,8 +50,8 @@ from sparkle_video.bench.metrics import (
     warp_residual,
     working_size,
 )
+from sparkle_video.data.video import as_video_reader, write_video
 from sparkle_video.errors import SparkleDataError
-from sparkle_video.video import as_video_reader, write_video
 
 #: OpenCV's 5x5 elliptic structuring element (a disk of radius 2), written out.
 DISK5 = np.array(

@@ -12,8 +12,8 @@ from sparkle_video import VideoReader, load_sparkle_bench, write_video
 from sparkle_video.bench import run_inference
 from sparkle_video.bench.editors import PipelineEditor
 from sparkle_video.cli import main
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.pipelines import tiny_pipeline
-from sparkle_video.synthetic import make_pair
 
 
 @pytest.fixture(scope="module")

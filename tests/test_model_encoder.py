@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.models import tiny_components
 from sparkle_video.models.mllm_encoder import PLACEHOLDER, SYSTEM_PROMPT, chat_text
 from sparkle_video.models.qwen_video import (
@@ -20,7 +21,6 @@ from sparkle_video.models.qwen_video import (
     video_frame_size,
 )
 from sparkle_video.pipelines.pipeline_sparkle_edit import pad_to_size
-from sparkle_video.synthetic import make_pair
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +177,8 @@ def test_single_frame_takes_the_image_path(parts: dict) -> None:
 
 def test_reference_budget_defaults_to_768_tokens() -> None:
     from sparkle_video.commands.model import add_commands
-    from sparkle_video.convert import convert_checkpoint
     from sparkle_video.models import SparkleMLLMEncoder, full_size_components
+    from sparkle_video.pipelines.convert import convert_checkpoint
 
     assert full_size_components("meta")["mllm_encoder"].config.max_ref_pixels == 768 * 28 * 28
     assert (

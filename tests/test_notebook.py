@@ -11,8 +11,9 @@ import pytest
 from conftest import pack, write_bench
 
 from sparkle_video import VideoReader, load_sparkle, load_sparkle_bench, write_video
-from sparkle_video.export import export_hub_folder
-from sparkle_video.preview import HTML_MAX_BYTES, show
+from sparkle_video.data.export import export_hub_folder
+from sparkle_video.data.display import HTML_MAX_BYTES
+from sparkle_video.data.preview import show
 
 DATA_URI = re.compile(r'src="data:(video/mp4|image/png|image/jpeg);base64,([A-Za-z0-9+/=]+)"')
 

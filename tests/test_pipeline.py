@@ -13,9 +13,9 @@ from PIL import Image
 from pipeline_fixtures import clip_fixture, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
 
 from sparkle_video import SparkleEditPipeline, VideoReader, write_video
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.models import full_size_components
 from sparkle_video.pipelines import tiny_pipeline
-from sparkle_video.synthetic import make_pair
 
 STEPS = 2
 

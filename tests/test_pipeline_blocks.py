@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from pipeline_fixtures import clip_fixture, one_by_one_patch_transformer, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
 
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.pipelines import SparkleEditPipeline, tiny_pipeline
 from sparkle_video.pipelines.pipeline_sparkle_edit import pad_to_size, resize_frames
-from sparkle_video.synthetic import make_pair
 
 PROMPT = "Replace the background with a snowy forest."
 

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from pipeline_fixtures import clip_fixture, pipe_fixture  # noqa: F401  (pytest fixtures, used by name)
 
+from sparkle_video.data.synthetic import make_pair
 from sparkle_video.models.configs import SIGMA_MIN
 from sparkle_video.pipelines.pipeline_sparkle_edit import cover_crop_frames, crop_box, restore_frames
-from sparkle_video.synthetic import make_pair
 
 PROMPT = "Replace the background with a snowy forest."
 

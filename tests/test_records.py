@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sparkle_video import SkipReport, SparkleDataError
-from sparkle_video.records import SampleEntry, join_bench, join_train, read_jsonl
+from sparkle_video.data.records import SampleEntry, join_bench, join_train, read_jsonl
 
 CSV_PATH, JSONL_PATH = "prompts/location_train.csv", "prompts/location_train_metadata.jsonl"
 
@@ -348,7 +348,7 @@ def test_bench_row_problems_name_row_file_and_id() -> None:
 
 
 def test_stage_score_reads_a_field_or_the_mean_over_frames() -> None:
-    from sparkle_video.records import stage_score
+    from sparkle_video.data.records import stage_score
 
     assert stage_score({"editscore": {"overall": 7}}, "overall") == 7.0
     assert stage_score({"editscore": {"overall": "7"}}, "overall") is None

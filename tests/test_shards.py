@@ -8,8 +8,9 @@ import tarfile
 
 import pytest
 
-from sparkle_video import SparkleDataError, shards
-from sparkle_video.shards import TarMember, index_tar, iter_tar, scan_tar
+from sparkle_video import SparkleDataError
+from sparkle_video.data import shards
+from sparkle_video.data.shards import TarMember, index_tar, iter_tar, scan_tar
 
 SHARD = "location_source_video_part00.tar"
 MEMBERS = [("location/source_video/a.mp4", b"a" * 700), ("location/source_video/b.mp4", b"b" * 300)]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from sparkle_video import qwen_box_to_pixels
-from sparkle_video.synthetic import anchor_frames, canny_edges, make_demo_records, make_pair, mask_qwen_box
+from sparkle_video.data.synthetic import (
+    anchor_frames,
+    canny_edges,
+    make_demo_records,
+    make_pair,
+    mask_qwen_box,
+)
 
 
 def test_pair_properties() -> None:

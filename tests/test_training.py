@@ -12,13 +12,13 @@ import torch
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from sparkle_video.convert import convert_checkpoint, load_checkpoint, unmapped_keys
-from sparkle_video.synthetic import make_demo_records, make_pair
-from sparkle_video.writer import write_sparkle
-
 from sparkle_video import SparkleEditPipeline
+from sparkle_video.data.synthetic import make_demo_records, make_pair
+from sparkle_video.data.writer import write_sparkle
 from sparkle_video.errors import SparkleDataError
-from sparkle_video.models import tiny_components, tiny_pipeline
+from sparkle_video.models import tiny_components
+from sparkle_video.pipelines import tiny_pipeline
+from sparkle_video.pipelines.convert import convert_checkpoint, load_checkpoint, unmapped_keys
 from sparkle_video.training import (
     BucketedPairStream,
     ShapePolicy,

@@ -23,7 +23,8 @@ from sparkle_video import SparkleEditPipeline
 from sparkle_video.cli import main
 from sparkle_video.data.synthetic import make_demo_records
 from sparkle_video.data.writer import write_sparkle
-from sparkle_video.models import tiny_components, tiny_pipeline
+from sparkle_video.models import tiny_components
+from sparkle_video.pipelines import tiny_pipeline
 from sparkle_video.pipelines.convert import convert_checkpoint, load_checkpoint
 from sparkle_video.training import TrainConfig, configure_trainable, kiwi_key
 from sparkle_video.training.export import as_os_error

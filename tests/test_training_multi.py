@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from sparkle_video.data.synthetic import make_demo_records
 from sparkle_video.data.writer import write_sparkle
-from sparkle_video.models import tiny_pipeline
+from sparkle_video.pipelines import tiny_pipeline
 from sparkle_video.training.loop import LOCK_NAME
 
 pytestmark = pytest.mark.e2e

@@ -18,9 +18,9 @@ pytest.importorskip("accelerate")
 
 from safetensors.torch import load_file
 
-from sparkle_video.models import tiny_pipeline
-from sparkle_video.synthetic import make_demo_records
-from sparkle_video.writer import write_sparkle
+from sparkle_video.data.synthetic import make_demo_records
+from sparkle_video.data.writer import write_sparkle
+from sparkle_video.pipelines import tiny_pipeline
 
 # End to end (subprocesses, servers, whole runs): in CI, left out of mutation runs (see pyproject.toml).
 pytestmark = pytest.mark.e2e

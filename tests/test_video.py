@@ -22,7 +22,7 @@ from sparkle_video import (
     uniform_indices,
     write_video,
 )
-from sparkle_video.video import RESIZE_INTERPOLATION
+from sparkle_video.data.video import RESIZE_INTERPOLATION
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ def test_tensor_to_frames_clips_out_of_range_values() -> None:
 
 
 def test_borrowed_file_objects_are_read_in_the_callers_chunks() -> None:
-    from sparkle_video.video import _Borrowed
+    from sparkle_video.data.video import _Borrowed
 
     raw = io.BytesIO(b"0123456789")
     b = _Borrowed(raw)
@@ -248,7 +248,7 @@ def test_reader_leaves_a_callers_file_object_open_and_reads_past_one_buffer(tmp_
 
 
 def test_remote_cache_is_a_byte_bounded_lru() -> None:
-    from sparkle_video.video import RemoteBytesCache
+    from sparkle_video.data.video import RemoteBytesCache
 
     cache = RemoteBytesCache(10)
     cache.put("big", b"x" * 11)  # larger than the bound: never kept
@@ -490,7 +490,7 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 
 
 def test_as_video_reader_wraps_once(mp4: Path) -> None:
-    from sparkle_video.video import as_video_reader
+    from sparkle_video.data.video import as_video_reader
 
     r = VideoReader(mp4)
     assert as_video_reader(r) is r

@@ -20,7 +20,7 @@ from conftest import clip
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from sparkle_video import SparkleDataError, SparkleHubError, VideoReader, write_video
-from sparkle_video.video import _is_remote, _RangeFile, remote_cache
+from sparkle_video.data.video import _is_remote, _RangeFile, remote_cache
 
 PROTOCOL = "sparkletest"
 

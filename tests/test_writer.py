@@ -13,10 +13,16 @@ import pytest
 from PIL import Image
 
 from sparkle_video import SparkleDataError, VideoReader, load_sparkle, load_sparkle_bench
-from sparkle_video.artifacts import SparkleArtifacts
-from sparkle_video.synthetic import make_demo_records, make_pair
-from sparkle_video.video import write_video
-from sparkle_video.writer import SampleRecord, pack_shards, plan_parts, write_sparkle, write_sparkle_bench
+from sparkle_video.data.artifacts import SparkleArtifacts
+from sparkle_video.data.synthetic import make_demo_records, make_pair
+from sparkle_video.data.video import write_video
+from sparkle_video.data.writer import (
+    SampleRecord,
+    pack_shards,
+    plan_parts,
+    write_sparkle,
+    write_sparkle_bench,
+)
 
 
 @pytest.fixture(scope="module")

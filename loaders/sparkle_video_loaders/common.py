@@ -7,9 +7,9 @@ from typing import Any
 
 import datasets
 
-from sparkle_video.catalog import LoadOptions, generate_examples, plan_units
+from sparkle_video.data.catalog import LoadOptions, generate_examples, plan_units
+from sparkle_video.data.sources import DataRoot
 from sparkle_video.errors import SkipReport
-from sparkle_video.sources import DataRoot
 
 #: Where a file's bytes are: a path/URL (with a byte range inside a tar shard) or the bytes themselves.
 FILE_REF = {

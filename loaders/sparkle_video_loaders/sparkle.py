@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datasets
 
-from sparkle_video.layout import THEMES
+from sparkle_video.data.layout import THEMES
 
 from .common import SourceBuilderMixin, SourceConfig, features
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datasets
 
-from sparkle_video.layout import BENCH_THEMES
+from sparkle_video.data.layout import BENCH_THEMES
 
 from .common import SourceBuilderMixin, SourceConfig, features
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .errors import SkipReport, SparkleDataError, SparkleHubError
-from .masks import load_mask, pack_mask, qwen_box_to_pixels, save_mask, unpack_mask
-from .video import (
+from typing import Any
+
+from .data.masks import load_mask, pack_mask, qwen_box_to_pixels, save_mask, unpack_mask
+from .data.video import (
     VideoMetadata,
     VideoReader,
     frames_to_tensor,
@@ -14,8 +15,25 @@ from .video import (
     uniform_indices,
     write_video,
 )
+from .errors import SkipReport, SparkleDataError, SparkleHubError
 
 __version__ = "0.1.0"
+
+#: Heavier public names, resolved on first use (``datasets``, ``diffusers`` load only when needed).
+_LAZY: dict[str, str] = {
+    "load_sparkle": "data.loading",
+    "load_sparkle_bench": "data.loading",
+    "SparkleCollator": "data.collate",
+    "SparkleArtifacts": "data.artifacts",
+    "write_sparkle": "data.writer",
+    "write_sparkle_bench": "data.writer",
+    "pack_shards": "data.writer",
+    "export_kiwi_csv": "data.export",
+    "export_hub_folder": "data.export",
+    "show": "data.preview",
+    "SparkleEditPipeline": "pipelines",
+    "SparkleEditPipelineOutput": "pipelines",
+}
 
 __all__ = [
     "SkipReport",
@@ -35,20 +53,14 @@ __all__ = [
     "uniform_indices",
     "unpack_mask",
     "write_video",
+    *sorted(_LAZY),
 ]
 
 
-def __getattr__(name: str):  # heavy, optional parts load on first use
-    if name in {"load_sparkle", "load_sparkle_bench"}:
-        from . import data
+def __getattr__(name: str) -> Any:  # heavy, optional parts load on first use
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparkle_video' has no attribute {name!r}")
+    import importlib
 
-        return getattr(data, name)
-    if name == "show":
-        from .preview import show
-
-        return show
-    if name in {"SparkleEditPipeline", "SparkleEditPipelineOutput"}:
-        from . import pipelines
-
-        return getattr(pipelines, name)
-    raise AttributeError(f"module 'sparkle_video' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

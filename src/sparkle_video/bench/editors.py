@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..video import MODEL_MAX_FRAMES, MODEL_MAX_PIXELS, VideoReader, model_num_frames
+from ..data.video import MODEL_MAX_FRAMES, MODEL_MAX_PIXELS, VideoReader, model_num_frames
 from .metrics import MetricConfig, estimate_foreground, fit_mask, working_size
 
 
@@ -138,7 +138,7 @@ def pipeline_editor(
     import torch
 
     try:
-        from sparkle_video import SparkleEditPipeline
+        from ..pipelines.pipeline_sparkle_edit import SparkleEditPipeline
     except (ImportError, AttributeError) as e:  # pragma: no cover - depends on the [model] extra
         raise ImportError("running a model needs the model extra: pip install 'sparkle-video[model]'") from e
     pipe = SparkleEditPipeline.from_pretrained(path_or_repo, torch_dtype=getattr(torch, torch_dtype))

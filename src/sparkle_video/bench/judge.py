@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
-from ..layout import judge_result_name
-from ..video import VideoReader
+from ..data.layout import judge_result_name
+from ..data.video import VideoReader
 from .results import ResultEntry, ResultSet, frame_counts, mp4_problem, scan_results
 from .rubric import PARSE_MODES, JudgeProtocol, ReplyError, get_protocol, rubric_sha256
 

@@ -45,8 +45,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..data.video import VideoReader, VideoSourceLike, as_video_reader
 from ..errors import SparkleDataError
-from ..video import VideoReader, VideoSourceLike, as_video_reader
 
 #: Names of the four headline metrics, in report order.
 METRIC_NAMES: tuple[str, ...] = (
@@ -233,7 +233,7 @@ def fit_mask(mask: np.ndarray, num_frames: int, size: tuple[int, int]) -> np.nda
     """A ``(T', H', W')`` mask (e.g. BAIT, at source resolution) -> ``(num_frames, *size)``.
 
     Frames past the mask's end reuse its last frame (BAIT masks stop at 81 frames). Any non-zero value
-    is foreground, as in :func:`~sparkle_video.masks.save_mask`.
+    is foreground, as in :func:`~sparkle_video.data.masks.save_mask`.
     """
     m = np.asarray(mask, dtype=bool).view(np.uint8)
     if m.ndim != 3 or m.shape[0] == 0:

@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.layout import safe_relpath
+from ..data.video import VideoReader
 from ..errors import SparkleDataError
-from ..layout import safe_relpath
-from ..video import VideoReader
 from .judge import (
     JudgeConfigError,
     JudgeRun,

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..video import VideoReader
+from ..data.video import VideoReader
 from .judge import load_judge_records, summarize, summary_file_name
 from .metrics import METRIC_NAMES
 from .results import EDITED_SUFFIX, find_edited_files

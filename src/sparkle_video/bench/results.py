@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.layout import BENCH_THEMES, bench_result_path, safe_relpath
 from ..errors import SparkleDataError
-from ..layout import BENCH_THEMES, bench_result_path, safe_relpath
 
 EDITED_SUFFIX = "_edited.mp4"
 
@@ -144,7 +144,7 @@ def frame_counts(entry: ResultEntry, max_frames: int = MAX_COMPARED_FRAMES) -> t
     """``(source frames, edited frames)`` when the edit is shorter than its source after the
     ``max_frames`` cap (an editor that drops frames is broken even if what it kept looks fine), else
     ``None``. Reads container headers only."""
-    from ..video import VideoReader, as_video_reader
+    from ..data.video import VideoReader, as_video_reader
 
     source = as_video_reader(entry.row["source_video"])
     n_src = min(source.num_frames, max_frames)

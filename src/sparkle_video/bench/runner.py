@@ -16,8 +16,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..data.video import write_video
 from ..errors import check_error_mode
-from ..video import write_video
 from .editors import Editor, to_uint8_frames
 from .results import result_relpath
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..data.masks import load_mask
 from ..errors import SparkleDataError
-from ..masks import load_mask
 from .judge import RecordWriter, json_lines, load_judge_records
 from .metrics import METRIC_NAMES, MetricConfig, compute_metrics, spearman
 from .results import MAX_COMPARED_FRAMES, ResultEntry, ResultSet, scan_results

@@ -34,7 +34,8 @@ def _load_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[tu
         for key, reason in skipped:
             print(f"skipped {key}: {reason}", file=sys.stderr)
         return rows, skipped
-    from sparkle_video import SkipReport, load_sparkle_bench
+    from ..data.loading import load_sparkle_bench
+    from ..errors import SkipReport
 
     report = SkipReport()
     ds = load_sparkle_bench(
@@ -174,7 +175,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 # -- metrics / score -----------------------------------------------------------------------------
 def cmd_metrics(args: argparse.Namespace) -> int:
     from sparkle_video.bench.metrics import MetricConfig, compute_metrics
-    from sparkle_video.masks import load_mask
+    from sparkle_video.data.masks import load_mask
 
     mask = load_mask(args.mask) if args.mask else None
     config = MetricConfig(work_height=args.work_height)

@@ -82,17 +82,17 @@ def count(ds: Any) -> dict[str, Any]:
 
 
 def _load(source: str, bench: bool, themes: Any = None, streaming: bool = False) -> Any:
-    from ..data import load_sparkle, load_sparkle_bench
+    from ..data.loading import load_sparkle, load_sparkle_bench
 
     loader = load_sparkle_bench if bench else load_sparkle
     return loader(source, themes=themes or None, streaming=streaming, verify="none")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..sources import looks_like_repo_id
+    from ..data.sources import looks_like_repo_id
 
     if looks_like_repo_id(args.source):  # a Hub repo: count from its prompt/metadata files alone
-        from ..hub import index_entries
+        from ..data.hub import index_entries
 
         entries = index_entries(args.source, bench=args.bench, themes=args.themes or None)
         ds = {"theme": [e.theme for e in entries], "subtheme": [e.subtheme for e in entries]}
@@ -117,7 +117,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from ..preview import check_preview_path, write_preview
+    from ..data.preview import check_preview_path, write_preview
 
     check_preview_path(args.out)  # before any loading
     ds = _load(args.source, args.bench)
@@ -134,8 +134,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from ..data.writer import pack_shards
     from ..errors import SkipReport
-    from ..writer import pack_shards
 
     if not args.max_shard_gb > 0:
         raise ValueError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
@@ -155,8 +155,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..data.export import export_hub_folder, export_kiwi_csv
     from ..errors import SkipReport
-    from ..export import export_hub_folder, export_kiwi_csv
 
     report = SkipReport()
     if args.format == "kiwi-csv":
@@ -192,11 +192,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from ..data import load_sparkle, load_sparkle_bench
-    from ..export import export_hub_folder
-    from ..preview import write_preview
-    from ..synthetic import make_bench_records, make_demo_records
-    from ..writer import pack_shards, write_sparkle, write_sparkle_bench
+    from ..data.export import export_hub_folder
+    from ..data.loading import load_sparkle, load_sparkle_bench
+    from ..data.preview import write_preview
+    from ..data.synthetic import make_bench_records, make_demo_records
+    from ..data.writer import pack_shards, write_sparkle, write_sparkle_bench
 
     if args.per_theme < 1:
         raise ValueError(f"--per-theme must be at least 1, got {args.per_theme}")

@@ -78,9 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def camera_record(path: str, settings: Any) -> dict[str, Any]:
     """Stage 1's record for one video (``static``, the statistics and the reason)."""
+    from ..data.video import VideoReader
     from ..generation.camera import needed_frames
     from ..generation.stages import check_source, filter_camera
-    from ..video import VideoReader
 
     reader = VideoReader(path)
     try:

@@ -73,8 +73,8 @@ def add_commands(subparsers: Any) -> None:
 def cmd_edit(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.video import VideoReader, write_video
     from ..pipelines import SparkleEditPipeline
-    from ..video import VideoReader, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = SparkleEditPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype))
@@ -110,7 +110,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
-    from ..convert import convert_checkpoint
+    from ..pipelines.convert import convert_checkpoint
 
     _, report = convert_checkpoint(
         args.ckpt,

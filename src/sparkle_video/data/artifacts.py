@@ -11,7 +11,7 @@ import os
 import posixpath
 from typing import Any
 
-from .errors import SparkleDataError
+from ..errors import SparkleDataError
 from .layout import (
     INTERMEDIATE_DIRS,
     INTERMEDIATE_JSONL,

@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SkipReport, SparkleDataError, check_error_mode, handle
-from .hub import iter_remote_tar
+from ..errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .layout import (
     BENCH_THEMES,
     SCORE_FILES,
@@ -31,6 +30,7 @@ from .layout import (
 from .records import SampleEntry, join_bench, join_train, read_jsonl, stage_score
 from .shards import TarMember, iter_tar, scan_tar
 from .sources import DataRoot
+from .transport import iter_remote_tar
 
 logger = logging.getLogger("sparkle_video")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import posixpath
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,29 +24,15 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
+from ..errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .catalog import LoadOptions, available_themes, read_entries
-from .errors import SkipReport, SparkleDataError, check_error_mode, handle
+from .hub_folder import _VIDEO_COLUMNS, HUB_FEATURES, HUB_SCHEMA
 from .layout import OPENVE_EDIT_TYPE, THEMES
+from .loading import load_sparkle
 from .sources import open_root
 
 KIWI_CSV_COLUMNS = ("src_video", "tgt_video", "prompt")
 
-#: The exported rows: the loader's text fields, the edit type, and both videos as encoded mp4 bytes.
-HUB_FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "theme": datasets.Value("string"),
-        "prompt": datasets.Value("string"),
-        "subtheme": datasets.Value("string"),
-        "scene": datasets.Value("string"),
-        "original_scene": datasets.Value("string"),
-        "edit_type": datasets.Value("string"),
-        "source_video": datasets.Value("binary"),
-        "edited_video": datasets.Value("binary"),
-    }
-)
-HUB_SCHEMA: pa.Schema = HUB_FEATURES.arrow_schema
-_VIDEO_COLUMNS = ("source_video", "edited_video")
 _TEXT_COLUMNS = [name for name in HUB_FEATURES if name not in _VIDEO_COLUMNS]
 #: mp4 bytes are already compressed: no codec, dictionary or min/max statistics for them (all cost time).
 PARQUET_OPTIONS: dict[str, Any] = {
@@ -275,8 +260,6 @@ def export_hub_folder(
     ``out_dir`` a local folder or fsspec URL. Small row groups keep the Hub viewer responsive with
     video-sized cells. Under ``errors="skip"`` bad samples are left out and named in ``skip_report``.
     """
-    from .data import load_sparkle
-
     check_error_mode(errors)
     report = skip_report if skip_report is not None else SkipReport()
     ds = load_sparkle(  # verify="metadata": every video's header is opened before anything is written
@@ -312,107 +295,3 @@ def export_hub_folder(
     with fs.open(posixpath.join(out_path, "README.md"), "wb") as f:
         f.write(str(card).encode("utf-8"))
     return os.fspath(out_dir)
-
-
-# -- reading an export back ----------------------------------------------------------------------
-def is_hub_export(root: Any) -> bool:
-    """Whether a ``DataRoot`` holds what :func:`export_hub_folder` writes (and no prompt CSVs)."""
-    return not root.exists("prompts") and bool(root.fs.glob(root.full("data/*/*.parquet")))
-
-
-class _ExportRowDecoder:
-    """Export rows -> loader rows: the mp4 bytes become lazy ``VideoReader``s; ``edit_type`` is dropped."""
-
-    def __init__(self, label: str):
-        self.label = label
-
-    def _reader(self, data: bytes | None, sid: str, key: str) -> Any:
-        from .video import VideoReader
-
-        return None if data is None else VideoReader(data, name=f"{self.label}::{key} of {sid}")
-
-    def row(self, row: dict) -> dict:
-        out = {k: v for k, v in row.items() if k != "edit_type"}
-        for key in _VIDEO_COLUMNS:
-            out[key] = self._reader(row[key], row["id"], key)
-        return out
-
-    def batch(self, batch: dict[str, list]) -> dict[str, list]:
-        out = {k: v for k, v in batch.items() if k != "edit_type"}
-        for key in _VIDEO_COLUMNS:
-            if key in batch:
-                out[key] = [self._reader(d, i, key) for d, i in zip(batch[key], batch["id"], strict=True)]
-        return out
-
-
-def load_hub_export(
-    root: Any,
-    options: LoadOptions,
-    *,
-    streaming: bool = False,
-    limit: int | None = None,
-    rank: int | None = None,
-    world_size: int | None = None,
-) -> datasets.Dataset | datasets.IterableDataset:
-    """Read a folder written by :func:`export_hub_folder` as ``load_sparkle`` rows (same columns, lazy videos).
-
-    ``themes``, ``subthemes``, ``ids`` and ``limit`` select as usual; ``min_scores`` needs the stage score
-    files, which an export does not carry, so it is refused.
-    """
-    if options.min_scores:
-        raise ValueError("min_scores needs the stage score files; a Hub export folder has none")
-    found = {posixpath.basename(p.rstrip("/")) for p in root.fs.glob(root.full("data/*"))}
-    present = sorted(
-        found, key=lambda t: (THEMES.index(t) if t in THEMES else len(THEMES), t)
-    )  # loader order
-    themes = list(options.themes) if options.themes else present
-    missing = [t for t in themes if t not in present]
-    if missing:
-        raise SparkleDataError(f"theme {missing[0]!r} is not in this export", path=root.uri("data"))
-    files = [
-        root.uri(f"data/{t}/{posixpath.basename(p)}")
-        for t in themes
-        for p in sorted(root.fs.glob(root.full(f"data/{t}/*.parquet")))
-    ]
-    storage = dict(root.storage_options) or None
-    if streaming:
-        ds = datasets.load_dataset(
-            "parquet", data_files={"train": files}, split="train", streaming=True, storage_options=storage
-        )
-    else:
-        with tempfile.TemporaryDirectory(prefix="sparkle-video-") as tmp:  # nothing left in the user's cache
-            ds = datasets.load_dataset(
-                "parquet",
-                data_files={"train": files},
-                split="train",
-                cache_dir=tmp,
-                keep_in_memory=True,
-                storage_options=storage,
-            )
-    wanted_ids = set(options.ids) if options.ids else None
-    wanted_subthemes = set(options.subthemes) if options.subthemes else None
-    if wanted_ids is not None or wanted_subthemes is not None:
-        ds = ds.filter(
-            lambda i, s: (
-                (wanted_ids is None or i in wanted_ids)
-                and (wanted_subthemes is None or s in wanted_subthemes)
-            ),
-            input_columns=["id", "subtheme"],
-        )
-    if limit is not None:
-        ds = ds.take(limit) if streaming else ds.select(range(min(limit, len(ds))))
-    if rank is not None or world_size is not None:
-        if rank is None or world_size is None:
-            raise ValueError("rank and world_size go together")
-        if streaming:
-            from datasets.distributed import split_dataset_by_node
-
-            ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
-        else:
-            ds = ds.shard(num_shards=world_size, index=rank, contiguous=True)
-    decoder = _ExportRowDecoder(root.url)
-    if streaming:
-        return ds.map(decoder.row, remove_columns=["edit_type"])
-    ds = ds.remove_columns(["edit_type"])
-    ds.set_transform(decoder.batch)
-    return ds

@@ -11,7 +11,7 @@ from typing import IO
 
 import numpy as np
 
-from .errors import SparkleDataError
+from ..errors import SparkleDataError
 
 #: Qwen2.5-VL grounding boxes are ``x1, y1, x2, y2`` normalised to ``[0, 1000]``.
 QWEN_BOX_SCALE = 1000.0

@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .display import HTML_HEIGHT, image_tag
 from .video import VideoReader, uniform_indices, write_video
 
 BANNER_LINE_PX = 18
@@ -113,69 +114,14 @@ def write_preview(videos: Sequence[VideoReader], prompt: str, out: str, fps: flo
 
 
 # -- notebooks ------------------------------------------------------------------------------------
-#: Size bound of one clip's inline HTML (the base64 payload); a row holds two clips.
-HTML_MAX_BYTES = 250_000
-#: Inline clips are this tall (pixels) and hold at most this many frames (sampled over the clip).
-HTML_HEIGHT = 144
-HTML_MAX_FRAMES = 48
-
-
-def _even_width(reader: VideoReader, height: int) -> int:
-    return max(2, round(reader.width * height / max(1, reader.height)) // 2 * 2)
-
-
-def clip_html(
-    reader: VideoReader,
-    height: int = HTML_HEIGHT,
-    max_frames: int = HTML_MAX_FRAMES,
-    max_bytes: int = HTML_MAX_BYTES,
-) -> str:
-    """A small, self-contained ``<video>`` (H.264 in a data URI) of ``reader``, at most ``max_bytes`` of payload.
-
-    The clip is re-encoded small (``height`` pixels, at most ``max_frames`` frames spread over the clip),
-    so the notebook stays light whatever the source size. If even that is over the bound, a still strip
-    of four frames (PNG) is shown instead, and failing that, the reader's description.
-    """
-    import base64
-    import html
-    import io
-
-    try:
-        frames_wanted = min(reader.num_frames, max_frames)
-        for h in (height, height // 2):
-            w = _even_width(reader, h)
-            frames = reader.get_frames(uniform_indices(reader.num_frames, frames_wanted), size=(h, w))
-            fps = (reader.fps or 16) * frames_wanted / max(1, reader.num_frames)
-            buf = io.BytesIO()
-            write_video(frames, buf, fps=max(1.0, fps), crf=30, preset="veryfast")
-            if len(buf.getvalue()) * 4 // 3 <= max_bytes:
-                data = base64.b64encode(buf.getvalue()).decode("ascii")
-                return (
-                    f'<video width="{w}" height="{h}" controls autoplay loop muted playsinline '
-                    f'src="data:video/mp4;base64,{data}" title="{html.escape(reader.name)}"></video>'
-                )
-        strip = np.concatenate(list(frames[uniform_indices(len(frames), min(4, len(frames)))]), axis=1)
-        from PIL import Image
-
-        png = io.BytesIO()
-        Image.fromarray(strip).save(png, format="PNG", optimize=True)
-        if len(png.getvalue()) * 4 // 3 <= max_bytes:
-            data = base64.b64encode(png.getvalue()).decode("ascii")
-            return f'<img src="data:image/png;base64,{data}" title="{html.escape(reader.name)}"/>'
-    except Exception as e:  # a display must never raise: show what went wrong instead
-        return f"<pre>{html.escape(repr(reader))}: {html.escape(str(e))}</pre>"
-    return f"<pre>{html.escape(repr(reader))}</pre>"
-
-
 def _image_html(image: Any, height: int = HTML_HEIGHT) -> str:
-    import base64
     import io
 
     thumb = image.copy()
     thumb.thumbnail((height * 4, height))
     buf = io.BytesIO()
     thumb.convert("RGB").save(buf, format="JPEG", quality=80)
-    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}"/>'
+    return image_tag(buf.getvalue(), "image/jpeg")
 
 
 class RowPreview:

@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from .errors import SkipReport, SparkleDataError, handle
+from ..errors import SkipReport, SparkleDataError, handle
 from .layout import BENCH_CSV_COLUMNS, TRAIN_CSV_COLUMNS, parse_chosen_keyword, safe_relpath
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from .errors import SparkleDataError
+from ..errors import SparkleDataError
 from .layout import safe_relpath
 
 #: A streamed member is read into memory: a header claiming more than this is damage, not a video.

@@ -2,7 +2,7 @@
 
 Every read goes through one fsspec filesystem, so local folders, ``memory://``, ``file://``, ``s3://``
 and ``hf://`` behave the same. Hub repos are either downloaded (only the files a selection needs, see
-``sparkle_video.hub``) or streamed through ``HfFileSystem`` at a pinned commit. On remote roots a failed
+``sparkle_video.data.hub``) or streamed through ``HfFileSystem`` at a pinned commit. On remote roots a failed
 request raises ``SparkleHubError`` instead of looking like a missing file.
 """
 
@@ -17,8 +17,9 @@ from typing import IO, Any, TypeVar
 
 import fsspec
 
-from .errors import SparkleDataError, SparkleHubError
+from ..errors import SparkleDataError, SparkleHubError
 from .layout import SHARD_RE
+from .transport import hub_error, hub_error_for_url
 
 T = TypeVar("T")
 
@@ -66,8 +67,6 @@ class DataRoot:
         except (SparkleDataError, SparkleHubError):
             raise
         except Exception as e:
-            from .hub import hub_error_for_url
-
             err = hub_error_for_url(e, self.uri(rel))
             if err is None:
                 raise
@@ -88,8 +87,6 @@ class DataRoot:
         try:
             return self.fs.info(self.full(rel))
         except FileNotFoundError as e:
-            from .hub import hub_error
-
             if e.__cause__ is not None and hub_error(e.__cause__) is not None:  # missing repo/revision
                 raise
             return None
@@ -122,8 +119,6 @@ class DataRoot:
             try:
                 return self.fs.ls(full, detail=True)
             except (FileNotFoundError, NotADirectoryError) as e:
-                from .hub import hub_error
-
                 if not self.is_local and e.__cause__ is not None and hub_error(e.__cause__) is not None:
                     raise
                 return []

@@ -21,7 +21,17 @@ from typing import IO, TYPE_CHECKING, Any, Union
 import av
 import numpy as np
 
-from .errors import SparkleDataError, SparkleHubError
+from ..errors import SparkleDataError, SparkleHubError
+from .display import (
+    HTML_HEIGHT,
+    HTML_MAX_BYTES,
+    HTML_MAX_FRAMES,
+    image_tag,
+    inline_size,
+    text_block,
+    video_tag,
+)
+from .transport import hub_error_for_url
 
 if TYPE_CHECKING:
     import torch
@@ -200,8 +210,6 @@ def _open_remote(path: str, offset: int, size: int | None, storage_options: dict
     """
     import fsspec
 
-    from .hub import hub_error_for_url
-
     try:
         fs, fpath = fsspec.core.url_to_fs(path, **(storage_options or {}))
         if size is None:
@@ -316,11 +324,11 @@ class VideoReader:
             container = av.open(f, mode="r")
         except (av.error.FFmpegError, OSError, ValueError) as e:
             f.close()
-            if isinstance(self._source, str) and _is_remote(self._source):
-                from .hub import hub_error_for_url
-
-                if (hub := hub_error_for_url(e, self._source)) is not None:  # an outage is not bad data
-                    raise hub from e
+            remote = isinstance(self._source, str) and _is_remote(self._source)
+            if (
+                remote and (hub := hub_error_for_url(e, self._source)) is not None
+            ):  # an outage is not bad data
+                raise hub from e
             raise SparkleDataError(
                 f"not a readable video ({e.__class__.__name__}: {e})", path=self.name
             ) from e
@@ -401,8 +409,6 @@ class VideoReader:
 
     def _repr_html_(self) -> str:
         """Jupyter display: a small looping ``<video>`` (a few hundred KB at most), built when shown."""
-        from .preview import clip_html
-
         return clip_html(self)
 
     # -- decoding ------------------------------------------------------------------------------
@@ -672,3 +678,44 @@ def as_video_reader(video: VideoSourceLike) -> VideoReader:
     if isinstance(video, VideoReader):
         return video
     return VideoReader(video)
+
+
+# -- notebooks ------------------------------------------------------------------------------------
+def _even_width(reader: VideoReader, height: int) -> int:
+    return max(2, round(reader.width * height / max(1, reader.height)) // 2 * 2)
+
+
+def clip_html(
+    reader: VideoReader,
+    height: int = HTML_HEIGHT,
+    max_frames: int = HTML_MAX_FRAMES,
+    max_bytes: int = HTML_MAX_BYTES,
+) -> str:
+    """A small, self-contained ``<video>`` (H.264 in a data URI) of ``reader``, at most ``max_bytes`` of payload.
+
+    The clip is re-encoded small (``height`` pixels, at most ``max_frames`` frames spread over the clip),
+    so the notebook stays light whatever the source size. If even that is over the bound, a still strip
+    of four frames (PNG) is shown instead, and failing that, the reader's description.
+    """
+    import io
+
+    try:
+        frames_wanted = min(reader.num_frames, max_frames)
+        for h in (height, height // 2):
+            w = _even_width(reader, h)
+            frames = reader.get_frames(uniform_indices(reader.num_frames, frames_wanted), size=(h, w))
+            fps = (reader.fps or 16) * frames_wanted / max(1, reader.num_frames)
+            buf = io.BytesIO()
+            write_video(frames, buf, fps=max(1.0, fps), crf=30, preset="veryfast")
+            if inline_size(buf.getvalue()) <= max_bytes:
+                return video_tag(buf.getvalue(), w, h, reader.name)
+        strip = np.concatenate(list(frames[uniform_indices(len(frames), min(4, len(frames)))]), axis=1)
+        from PIL import Image
+
+        png = io.BytesIO()
+        Image.fromarray(strip).save(png, format="PNG", optimize=True)
+        if inline_size(png.getvalue()) <= max_bytes:
+            return image_tag(png.getvalue(), "image/png", reader.name)
+    except Exception as e:  # a display must never raise: show what went wrong instead
+        return text_block(repr(reader), str(e))
+    return text_block(repr(reader))

@@ -21,7 +21,7 @@ import fsspec
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import SkipReport, SparkleDataError, check_error_mode, handle
+from ..errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .layout import (
     BENCH_CSV_COLUMNS,
     BENCH_THEMES,

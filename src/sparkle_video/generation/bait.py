@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..masks import qwen_box_to_pixels
+from ..data.masks import qwen_box_to_pixels
 
 
 def anchor_indices(num_frames: int, fps: float, rate: float = 2.0) -> list[int]:

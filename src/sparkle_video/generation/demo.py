@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..synthetic import make_pair
-from ..video import write_video
+from ..data.synthetic import make_pair
+from ..data.video import write_video
 from .runner import RunResult, generate, preview_pair
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..layout import sample_id
-from ..writer import SampleRecord, write_sparkle
+from ..data.layout import sample_id
+from ..data.writer import SampleRecord, write_sparkle
 from .backends.registry import BackendConfig, backend_config_from_mapping, load_backend_config
 from .ledger import STAGES, format_table, summarise, write_atomic, write_json_atomic
 from .steps import PlanItem, Workspace
@@ -252,7 +252,7 @@ def preview_pair(root: str | os.PathLike, sid: str, out_png: str | os.PathLike, 
     """A PNG strip of one generated pair: source frames over edited frames (and the mask's outline)."""
     import cv2
 
-    from ..video import VideoReader
+    from ..data.video import VideoReader
 
     root = Path(root)
     theme = sid.split("_")[1]

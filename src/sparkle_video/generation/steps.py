@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..masks import load_mask, pack_mask
-from ..video import VideoReader, write_video
+from ..data.masks import load_mask, pack_mask
+from ..data.video import VideoReader, write_video
 from .backends.protocols import ROLES, EditScore
 from .backends.registry import BackendConfig
 from .camera import needed_frames

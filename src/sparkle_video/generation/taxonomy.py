@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..layout import parse_chosen_keyword
+from ..data.layout import parse_chosen_keyword
 
 RGB = tuple[int, int, int]
 

@@ -291,8 +291,8 @@ def convert_checkpoint(
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from .models import SparkleConditionEmbedder, SparkleMLLMEncoder, make_scheduler
-    from .pipelines import SparkleEditPipeline
+    from ..models import SparkleConditionEmbedder, SparkleMLLMEncoder, make_scheduler
+    from .pipeline_sparkle_edit import SparkleEditPipeline
 
     state = ckpt if isinstance(ckpt, dict) else load_checkpoint(ckpt)
     transformer = (

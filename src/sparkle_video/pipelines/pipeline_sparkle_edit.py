@@ -58,10 +58,10 @@ from diffusers.video_processor import VideoProcessor
 from PIL import Image, ImageOps
 from torch import nn
 
+from ..data.video import MODEL_MAX_FRAMES, MODEL_MAX_PIXELS, VideoReader, model_frame_size, model_num_frames
 from ..models.configs import SIGMA_MIN, sampler_sigmas
 from ..models.embedders import SparkleConditionEmbedder
 from ..models.mllm_encoder import SparkleMLLMEncoder
-from ..video import MODEL_MAX_FRAMES, MODEL_MAX_PIXELS, VideoReader, model_frame_size, model_num_frames
 
 VideoInput = Any  # VideoReader | list[PIL.Image] | np.ndarray | torch.Tensor
 

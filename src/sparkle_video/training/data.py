@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.video import MODEL_MAX_FRAMES, MODEL_MAX_PIXELS, model_frame_size, model_num_frames
 from ..errors import SkipReport, SparkleDataError
-from ..video import MODEL_MAX_FRAMES, MODEL_MAX_PIXELS, model_frame_size, model_num_frames
 
 logger = logging.getLogger("sparkle_video")
 
@@ -278,7 +278,7 @@ def collator_preprocess(video: Any, num_frames: int, height: int, width: int) ->
     decoder's area resampling instead of OpenCV's; faster on sources larger than the working size, not
     pixel-identical to what inference feeds the model (the default keeps train and inference identical).
     """
-    from ..data import SparkleCollator
+    from ..data.collate import SparkleCollator
 
     collate = SparkleCollator(
         num_frames, (height, width), value_range=(0.0, 255.0), resize="crop", video_fields=("v",)
@@ -305,7 +305,7 @@ def sparkle_rows(
     With ``shuffle_buffer > 0`` each epoch is shuffled by ``datasets``' buffer shuffle with ``seed``
     and the epoch number, so the order, and therefore resumption, is deterministic.
     """
-    from ..data import load_sparkle
+    from ..data.loading import load_sparkle
 
     ds = load_sparkle(
         source,

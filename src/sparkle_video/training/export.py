@@ -22,7 +22,11 @@ from typing import Any
 
 import torch
 
-from ..pipelines.convert import _BLOCK_MAP, _TOP_MAP, map_dit_name  # one mapping table, both directions
+from ..pipelines.convert import (  # one mapping table, read in both directions
+    _BLOCK_MAP,
+    _TOP_MAP,
+    map_dit_name,
+)
 
 _DIT_TOP = {v: k for k, v in _TOP_MAP.items()}
 _DIT_BLOCK = {v: k for k, v in _BLOCK_MAP.items()}

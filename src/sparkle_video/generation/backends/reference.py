@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ...masks import pixels_to_qwen_box
+from ...data.masks import pixels_to_qwen_box
 from .. import taxonomy
 from ..camera import check_camera
 from ..settings import CameraThresholds

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ...video import VideoMetadata
+from ...data.video import VideoMetadata
 from ..backends.protocols import CameraJudgement, VisionLanguageModel
 from ..camera import CameraReport, check_camera
 from ..settings import PipelineSettings
