@@ -16,6 +16,11 @@ DiT: seconds per training step (VAE encode, encoder, DiT forward and backward; b
 memory. The AdamW step is left out: under the recipe's DeepSpeed ZeRO-2 + CPU offload it runs on the
 CPU, and fp32 masters plus Adam states of 5B parameters (81 GB) do not fit one GPU anyway.
 ``--smoke`` runs the GPU code path on the CPU with the tiny model (a check of this script only).
+With ``--gpu`` and deepspeed installed, it also starts the recipe's engine in a child process
+(``accelerate launch --config_file deepspeed_zero2_offload.yaml --num_processes 1``): seconds to build
+the full-size model and ``accelerator.prepare`` it under ZeRO-2 with the optimizer on the CPU, seconds
+for one full optimizer step at 480x832x81 (the CPU Adam included), and peak GPU memory. All of it is
+meant to finish in under 8 minutes on one H200-class GPU.
 
 Usage: python benchmarks/train.py [--repeats 5] [--gpu] [--smoke] [--json OUT]
 """
@@ -204,6 +209,90 @@ def gpu_suite(repeats: int, smoke: bool) -> list[dict[str, Any]]:
     return results
 
 
+class _OneBatch:
+    """A stream of the same random 81-frame pair (what ``Trainer`` needs of a stream)."""
+
+    def __init__(self, height: int, width: int, frames: int):
+        clip = np.random.default_rng(0).integers(0, 256, size=(1, frames, height, width, 3), dtype=np.uint8)
+        self.batch = {
+            "source": torch.from_numpy(clip),
+            "target": torch.from_numpy(clip[:, ::-1].copy()),
+            "prompt": ["Replace the background with a neon street in the rain."],
+            "id": ["random"],
+        }
+
+    def __iter__(self):
+        while True:
+            yield self.batch, {"epoch": 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": 0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def deepspeed_child(out: str) -> None:
+    """Inside ``accelerate launch`` (DeepSpeed): time ``prepare`` and one optimizer step, full size."""
+    from sparkle_video.training import TrainConfig, Trainer
+
+    t0 = time.perf_counter()
+    device = torch.device("cuda")
+    pipe = build_pipeline(device, torch.bfloat16, tiny=False)
+    built = time.perf_counter() - t0
+    config = TrainConfig(
+        output_dir=tempfile.mkdtemp(), max_steps=1, gradient_accumulation_steps=1, report_to=None, prefetch=0
+    )
+    t0 = time.perf_counter()
+    trainer = Trainer(pipe, _OneBatch(480, 832, 81), config)
+    prepared = time.perf_counter() - t0
+    torch.cuda.reset_peak_memory_stats()
+    batch, _ = next(iter(trainer.stream))
+    t0 = time.perf_counter()
+    with trainer.accelerator.accumulate(trainer.module):
+        loss = trainer.module(batch, generator=torch.Generator().manual_seed(0))["loss"]
+        trainer.accelerator.backward(loss)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    report = {
+        "engine": trainer.accelerator.distributed_type.value,
+        "build_s": built,
+        "prepare_s": prepared,
+        "first_step_s_480x832x81": time.perf_counter() - t0,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "loss": float(loss),
+    }
+    Path(out).write_text(json.dumps(report))
+
+
+def deepspeed_startup(timeout_s: int = 300) -> dict[str, Any]:
+    """Run ``deepspeed_child`` under ``accelerate launch`` with the shipped ZeRO-2 offload config."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("deepspeed") is None:
+        return {"skipped": "deepspeed is not installed (pip install deepspeed)"}
+    from sparkle_video.training import CONFIG_DIR
+
+    out = Path(tempfile.mkdtemp()) / "deepspeed.json"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(Path(CONFIG_DIR) / "deepspeed_zero2_offload.yaml"), "--num_processes", "1",
+        str(Path(__file__).resolve()), "--deepspeed-child", str(out),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout_s} s"}
+    if done.returncode != 0 or not out.exists():
+        return {"error": (done.stderr or done.stdout)[-1500:]}
+    return {"wall_s": time.perf_counter() - t0, **json.loads(out.read_text())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,7 +302,11 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="run the --gpu code path on the CPU, tiny model")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--deepspeed-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.deepspeed_child:
+        deepspeed_child(args.deepspeed_child)
+        return
     report: dict[str, Any] = {
         "machine": platform.platform(),
         "torch": torch.__version__,
@@ -224,6 +317,8 @@ def main() -> None:
             torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else "cpu"
         )
         report["full_size_steps"] = gpu_suite(args.repeats, args.smoke)
+        if not args.smoke:
+            report["deepspeed_zero2_offload"] = deepspeed_startup()
     else:
         report["tiny_step"] = tiny_step_rate(args.repeats)
         with tempfile.TemporaryDirectory() as tmp:

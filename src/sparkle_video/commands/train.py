@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import os
+import sys
 from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -29,6 +32,9 @@ _CONFIG_FIELDS = {
     "lora_alpha": "lora_alpha",
     "ema_decay": "ema_decay",
     "checkpointing_steps": "checkpointing_steps",
+    "checkpoint_unit": "checkpoint_unit",
+    "train_reference": "train_reference",
+    "allow_changed_settings": "allow_changed_settings",
     "checkpoints_total_limit": "checkpoints_total_limit",
     "seed": "seed",
     "report_to": "report_to",
@@ -84,7 +90,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-accum", type=int, default=2)
-    p.add_argument("--max-grad-norm", type=float, default=None, help="clip gradients (upstream: no clipping)")
+    p.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=1.0,
+        help="clip gradients at this norm (upstream's effective value, 1.0; 0: no clipping)",
+    )
     p.add_argument(
         "--lr-scheduler",
         default="kiwi",
@@ -100,6 +111,17 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--lora-alpha", type=float, default=None, help="default: the rank")
     p.add_argument("--ema-decay", type=float, default=None)
     p.add_argument("--checkpointing-steps", type=int, default=500)
+    p.add_argument(
+        "--checkpoint-unit",
+        choices=("micro", "optimizer"),
+        default="micro",
+        help="what --checkpointing-steps counts: micro-batches (upstream's save_steps) or optimizer steps",
+    )
+    p.add_argument(
+        "--train-reference",
+        action="store_true",
+        help="also train the reference-image queries, connector and embedder (upstream's stage 2 does not)",
+    )
     p.add_argument("--checkpoints-total-limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -129,7 +151,12 @@ def add_commands(subparsers: Any) -> None:
         nargs="?",
         const="latest",
         default=False,
-        help="continue from the latest checkpoint in --out (or from the given checkpoint folder)",
+        help="continue from the latest intact checkpoint in --out (or from the given checkpoint folder)",
+    )
+    p.add_argument(
+        "--allow-changed-settings",
+        action="store_true",
+        help="resume even if lr, schedule, LoRA, batch, sizes or seed differ from the checkpoint's (recorded)",
     )
     p.set_defaults(func=cmd_train, _parser=p)
 
@@ -178,10 +205,55 @@ def train_config(args: argparse.Namespace) -> Any:
     for key in ("export_dtype", "save_dtype"):
         values[key] = None if values[key] in (None, "none") else values[key]
     values["report_to"] = None if values["report_to"] in (None, "none") else values["report_to"]
+    values["data_settings"] = {name: _plain(getattr(args, name, None)) for name in DATA_SETTINGS}
     return TrainConfig(output_dir=args.out, **values)
 
 
+#: Options outside ``TrainConfig`` that change what a step computes; recorded and compared on resume.
+DATA_SETTINGS = (
+    "batch_size",
+    "height",
+    "width",
+    "num_frames",
+    "max_pixels",
+    "max_frames",
+    "preprocess",
+    "dtype",
+    "themes",
+    "subthemes",
+    "min_score",
+    "limit",
+    "shuffle_buffer",
+)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def os_error_line(e: OSError) -> str:
+    """``PATH: meaning (ENAME)`` for an OS error: the one line a full disk or a bad folder ends with."""
+    name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
+    meaning = os.strerror(e.errno) if e.errno else str(e)
+    where = e.filename if e.filename is not None else "(no path)"
+    return f"{where}: {meaning} ({name})"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """Run ``train``; a refused run or an OS error (full disk, ...) ends in one ``error:`` line, exit 1."""
+    from ..training.loop import TrainingError
+
+    try:
+        return _cmd_train(args)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..pipelines import SparkleEditPipeline

@@ -12,6 +12,7 @@ sharded checkpoint (``accelerator.save_state``) holds the model and optimizer in
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -19,6 +20,7 @@ import math
 import os
 import random
 import shutil
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,49 @@ import torch
 
 from ..errors import SkipReport
 from .data import prefetch
-from .export import lora_scaling_of, pipeline_from_state, save_kiwi_checkpoint
-from .step import LORA_RANK, LORA_TARGETS, SparkleTrainingModule, configure_trainable, trainable_modules
+from .export import as_os_error, lora_scaling_of, pipeline_from_state, save_kiwi_checkpoint, save_tensors
+from .step import (
+    LORA_RANK,
+    LORA_TARGETS,
+    SparkleTrainingModule,
+    configure_trainable,
+    optimized,
+    trainable_modules,
+)
 
 logger = logging.getLogger("sparkle_video")
 
 LR_SCHEDULES = ("kiwi", "constant", "constant_with_warmup", "linear", "cosine")
+CHECKPOINT_UNITS = ("micro", "optimizer")
 CHECKPOINT_PREFIX = "step-"
+LOCK_NAME = ".train.lock"
+
+#: ``TrainConfig`` fields that change the math of a run: a resume that changes one is refused (one line
+#: naming each) unless ``allow_changed_settings``. ``max_steps`` counts only where the schedule uses it.
+MATH_SETTINGS = (
+    "learning_rate",
+    "weight_decay",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "mixed_precision",
+    "lora_rank",
+    "lora_alpha",
+    "lora_targets",
+    "train_reference",
+    "ema_decay",
+    "seed",
+    "data_settings",
+)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue as asked (a locked ``--out``, a broken or mismatched
+    checkpoint, a write leaving ``--out``); the message is one line naming the path or settings."""
 
 
 @dataclass
@@ -42,9 +80,15 @@ class TrainConfig:
     """Settings of a run. Defaults are the Kiwi-Edit Wan2.2-5B recipe where it has one.
 
     ``lr_scheduler="kiwi"`` reproduces upstream's ``torch.optim.lr_scheduler.ConstantLR`` with its
-    defaults (a third of the learning rate for the first 5 optimizer steps, then constant); the other
-    names are diffusers' schedules with ``lr_warmup_steps`` of linear warm-up. Upstream clips no
-    gradients (``max_grad_norm=None``).
+    defaults under accelerate: a third of the learning rate for 5 *scheduler* steps, and accelerate steps
+    the scheduler once per process per optimizer step, so that is ``ceil(5 / processes)`` optimizer
+    steps; the other names are diffusers' schedules with ``lr_warmup_steps`` of linear warm-up.
+    ``max_grad_norm=1.0`` is upstream's effective clipping (its DeepSpeed config's ``gradient_clipping:
+    "auto"`` resolves to accelerate's 1.0); ``None`` clips nothing. ``checkpoint_unit="micro"`` counts
+    ``checkpointing_steps`` in micro-batches as upstream's ``save_steps`` does (a checkpoint at the first
+    optimizer step at or after each multiple); ``"optimizer"`` counts optimizer steps.
+    ``train_reference`` also trains the reference-image parts (upstream's stage 2 does not).
+    ``data_settings`` (batch size, sizes, filters) is recorded with each checkpoint and compared on resume.
     """
 
     output_dir: str
@@ -55,7 +99,7 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     gradient_accumulation_steps: int = 2
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = 1.0
     lr_scheduler: str = "kiwi"
     lr_warmup_steps: int = 0
     mixed_precision: str = "bf16"
@@ -64,8 +108,10 @@ class TrainConfig:
     lora_rank: int | None = LORA_RANK
     lora_alpha: float | None = None
     lora_targets: tuple[str, ...] = LORA_TARGETS
+    train_reference: bool = False
     ema_decay: float | None = None
     checkpointing_steps: int = 500
+    checkpoint_unit: str = "micro"
     checkpoints_total_limit: int | None = None
     seed: int = 0
     report_to: str | None = "auto"
@@ -73,11 +119,19 @@ class TrainConfig:
     export_dtype: str | None = "bfloat16"
     save_dtype: str | None = "bfloat16"
     resume: bool | str = False
+    allow_changed_settings: bool = False
+    data_settings: dict[str, Any] = field(default_factory=dict)
     project_name: str = "sparkle-video"
 
     def __post_init__(self) -> None:
         if self.lr_scheduler not in LR_SCHEDULES:
             raise ValueError(f"lr_scheduler must be one of {LR_SCHEDULES}, got {self.lr_scheduler!r}")
+        if self.checkpoint_unit not in CHECKPOINT_UNITS:
+            raise ValueError(
+                f"checkpoint_unit must be one of {CHECKPOINT_UNITS}, got {self.checkpoint_unit!r}"
+            )
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            self.max_grad_norm = None  # 0 on the command line: no clipping
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if self.max_steps < 1 or self.gradient_accumulation_steps < 1 or self.checkpointing_steps < 1:
@@ -106,14 +160,44 @@ def micro_step_seed(seed: int, rank: int, micro_step: int) -> int:
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
-    """The LR multiplier per optimizer step for ``schedule`` (see ``TrainConfig``)."""
+    """The LR multiplier per *scheduler* step for ``schedule`` (see ``TrainConfig``); accelerate steps the
+    scheduler once per process per optimizer step, so ``warmup``/``total`` are given in scheduler steps
+    (``kiwi`` ignores both: upstream's ``ConstantLR()`` holds for 5 scheduler steps whatever the world)."""
     if schedule == "kiwi":
-        return _KiwiConstant(5 * max(1, warmup))
+        return _KiwiConstant(5)
     return _Warmup(schedule, warmup, total)
 
 
+def kiwi_warmup_steps(world_size: int) -> int:
+    """Optimizer steps at a third of the learning rate under ``kiwi``: ``ceil(5 / processes)``, as upstream."""
+    return math.ceil(5 / max(1, world_size))
+
+
+def checkpoint_due(config: TrainConfig, step: int, micro_step: int, last_mark: int) -> tuple[bool, int]:
+    """Whether the optimizer step just finished (``step``, after ``micro_step`` micro-batches) saves a
+    checkpoint, and the new mark (the multiple of ``checkpointing_steps`` reached)."""
+    count = micro_step if config.checkpoint_unit == "micro" else step
+    mark = count // config.checkpointing_steps
+    return (mark > last_mark or step == config.max_steps), max(mark, last_mark)
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``MATH_SETTINGS`` (and ``max_steps`` under ``linear``/``cosine``) that differ: ``name: old -> new``."""
+    names = list(MATH_SETTINGS)
+    if current.get("lr_scheduler") in ("linear", "cosine"):
+        names.append("max_steps")
+    out = []
+    for name in names:
+        old, new = saved.get(name), current.get(name)
+        if isinstance(old, (list, tuple)) or isinstance(new, (list, tuple)):
+            old, new = list(old or []), list(new or [])
+        if old != new:
+            out.append(f"{name}: {old!r} -> {new!r}")
+    return out
+
+
 class _KiwiConstant:
-    """``ConstantLR()``'s defaults: factor 1/3 for the first 5 steps (``scheduler steps = 5 x processes``)."""
+    """``ConstantLR()``'s defaults: factor 1/3 for the first 5 scheduler steps, then 1."""
 
     def __init__(self, steps: int = 5):
         self.steps = steps
@@ -147,9 +231,140 @@ def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
     found = [
         p
         for p in root.iterdir()
-        if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists()
+        if p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (p / "trainer_state.json").exists()
     ]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def inside(out: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """``target`` (under ``out``) if it resolves inside ``out``; a one-line ``TrainingError`` if a symlink
+    (of ``target`` or a folder on the way) leads out of it. Called before every training-output write."""
+    root = Path(out).resolve()
+    path = Path(target)
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise TrainingError(f"refusing to write {path}: it leads outside {out} (to {resolved})")
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def acquire_lock(out: str | os.PathLike, world_size: int) -> Path:
+    """Take ``out/.train.lock`` (pid, host, world size) or refuse with one line naming its holder.
+
+    A lock left by a process that no longer runs on this host (a SIGKILLed run) is taken over with a
+    warning; one held by a live process, or by another host, is refused: two trainers on one folder
+    would write the same log and checkpoints.
+    """
+    path = inside(out, Path(out) / LOCK_NAME)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "world_size": world_size}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_text())
+            except (OSError, ValueError):
+                held = {}
+            pid, host = held.get("pid"), held.get("host")
+            if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
+                logger.warning("taking over the lock of a stopped run (pid %s) in %s", pid, out)
+                path.unlink(missing_ok=True)
+                continue
+            raise TrainingError(
+                f"{out} is in use by another trainer (pid {pid} on {host}, world size "
+                f"{held.get('world_size')}); stop it, or remove {path} if it is gone"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return path
+    raise TrainingError(f"could not take the lock {path}")
+
+
+def launch_problems(world_size: int, env: dict[str, str] | None = None) -> list[str]:
+    """What the environment says about the launch that this process's world size contradicts.
+
+    ``accelerate launch --num_processes 2 --cpu`` (without ``--multi_cpu``) starts one process that
+    believes it is alone; so does a script started twice by hand. The launchers' variables tell.
+    """
+    env = dict(os.environ if env is None else env)
+    said = {
+        name: env[name]
+        for name in ("WORLD_SIZE", "ACCELERATE_NUM_PROCESSES", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")
+        if env.get(name, "").strip().isdigit()
+    }
+    return [f"{name}={value}" for name, value in said.items() if int(value) != world_size]
+
+
+def file_manifest(folder: Path) -> dict[str, int]:
+    """Sizes of every file under ``folder`` (relative POSIX paths), ``trainer_state.json`` excepted."""
+    return {
+        p.relative_to(folder).as_posix(): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "trainer_state.json"
+    }
+
+
+def checkpoint_problems(folder: Path) -> list[str]:
+    """Why the checkpoint ``folder`` cannot be trusted (empty: intact). Sizes are checked against the
+    manifest recorded at save time, and every file we wrote must open (safetensors header, JSON, tensors)."""
+    try:
+        top = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        return [f"trainer_state.json: {e}"]
+    problems = []
+    recorded = top.get("files")
+    if recorded is not None:
+        for name, size in recorded.items():
+            f = folder / name
+            if not f.is_file():
+                problems.append(f"{name}: missing")
+            elif f.stat().st_size != size:
+                problems.append(f"{name}: {f.stat().st_size} bytes, {size} recorded")
+    if problems:
+        return problems
+    for f in sorted(folder.iterdir()):
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(f), framework="pt") as h:
+                    for key in h.keys():  # noqa: SIM118 - safe_open has no __iter__
+                        h.get_slice(key)
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix == ".pt":
+                torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:
+            problems.append(f"{f.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return problems
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as h:
+                os.fsync(h.fileno())
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place: a reader sees the old one or the new one, never half of one."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def available_trackers(report_to: str | None) -> list[str]:
@@ -237,8 +452,16 @@ class Trainer:
         from accelerate.utils import set_seed
 
         set_seed(config.seed)  # the LoRA's initial A factors come from the global RNG
+        problems = launch_problems(acc.num_processes)
+        if problems:
+            logger.warning(
+                "this process sees a world of %d but the launcher says %s: check --num_processes and "
+                "--multi_cpu/--cpu (a CPU run of N processes needs `accelerate launch --multi_cpu`)",
+                acc.num_processes,
+                ", ".join(problems),
+            )
         self.trainable_names = configure_trainable(
-            pipe, config.lora_rank, config.lora_alpha, config.lora_targets
+            pipe, config.lora_rank, config.lora_alpha, config.lora_targets, config.train_reference
         )
         if config.gradient_checkpointing:
             pipe.transformer.enable_gradient_checkpointing()
@@ -250,11 +473,16 @@ class Trainer:
             if p.requires_grad and p.dtype != torch.float32:
                 p.data = p.data.float()
         compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision, torch.float32)
+        # frozen weights as loaded, kept (by reference, no copy) where they are cast below, so that the
+        # saved folder holds the base bit for bit rather than a compute-dtype rounding of it
+        self.base_vae = pipe.vae
+        if pipe.vae.dtype != compute:  # frozen: used in the compute dtype, as upstream
+            pipe.vae = copy.deepcopy(pipe.vae).to(dtype=compute)
         pipe.vae.to(acc.device)
-        if pipe.vae.dtype != compute:  # frozen: kept in the compute dtype, as upstream
-            pipe.vae.to(dtype=compute)
-        for p in pipe.mllm_encoder.parameters():
-            if not p.requires_grad:
+        self.frozen_originals: dict[str, torch.Tensor] = {}
+        for name, p in pipe.mllm_encoder.named_parameters():
+            if not p.requires_grad and p.dtype != compute:
+                self.frozen_originals[f"mllm_encoder.{name}"] = p.data
                 p.data = p.data.to(compute)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
@@ -262,11 +490,11 @@ class Trainer:
             pipe, timestep_dtype=compute if config.mixed_precision == "bf16" else torch.float32
         )
         self.lora_scaling = lora_scaling_of(module)
-        params = [p for p in module.parameters() if p.requires_grad]
+        self.unoptimized = [n for n, p in module.named_parameters() if p.requires_grad and not optimized(n)]
+        params = [p for n, p in module.named_parameters() if p.requires_grad and optimized(n)]
         optimizer = self._optimizer(params)
         world = acc.num_processes
-        warmup = world if config.lr_scheduler == "kiwi" else config.lr_warmup_steps * world
-        schedule = lr_lambda(config.lr_scheduler, warmup, config.max_steps * world)
+        schedule = lr_lambda(config.lr_scheduler, config.lr_warmup_steps * world, config.max_steps * world)
         lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self.module, self.optimizer, self.lr_scheduler = acc.prepare(module, optimizer, lr_scheduler)
         self.ema = None
@@ -278,6 +506,8 @@ class Trainer:
             )
         self.step = 0
         self.micro_step = 0
+        self.checkpoint_mark = 0
+        self.settings_changes: list[str] = []
         self.data_position = stream.state_dict()  # of the last batch *used* (the stream reads ahead)
         self.log_path = self.out / "train_log.jsonl"
 
@@ -292,6 +522,12 @@ class Trainer:
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is not None:
             ds = plugin.deepspeed_config
+            clip = ds.get("gradient_clipping", "auto")
+            if clip not in ("auto", None) and float(clip or 0) != float(cfg.max_grad_norm or 0):
+                raise TrainingError(
+                    f"the DeepSpeed config clips gradients at {clip} but max_grad_norm is "
+                    f"{cfg.max_grad_norm}: make them agree (DeepSpeed does the clipping)"
+                )
             if "optimizer" in ds:  # the DeepSpeed config names its own optimizer
                 from accelerate.utils.deepspeed import DummyOptim
 
@@ -306,8 +542,8 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
-        final = self.out / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step}"
-        tmp = final.with_name(final.name + ".tmp")
+        final = inside(self.out, self.out / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step}")
+        tmp = inside(self.out, final.with_name(final.name + ".tmp"))
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -315,29 +551,23 @@ class Trainer:
         if self.engine:
             acc.save_state(str(tmp / "engine"))
         elif acc.is_main_process:
-            from safetensors.torch import save_file
-
             weights = {
                 k: v.detach().cpu().contiguous()
                 for k, v in trainable_state(acc.unwrap_model(self.module)).items()
             }
-            save_file(weights, str(tmp / "trainable.safetensors"))
+            save_tensors(weights, tmp / "trainable.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         if acc.is_main_process:
             torch.save(self.lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
             if self.ema is not None:
-                from safetensors.torch import save_file
-
                 ema = self.ema.state_dict()
-                save_file(
+                save_tensors(
                     {str(i): t.detach().cpu().contiguous() for i, t in enumerate(ema.pop("shadow_params"))},
-                    str(tmp / "ema.safetensors"),
+                    tmp / "ema.safetensors",
                 )
                 (tmp / "ema.json").write_text(json.dumps(ema))
         meta, tensors = rng_state()
-        from safetensors.torch import save_file
-
-        save_file(tensors, str(tmp / f"rng_rank{self.rank}.safetensors"))
+        save_tensors(tensors, tmp / f"rng_rank{self.rank}.safetensors")
         rank_state = {
             "step": self.step,
             "micro_step": self.micro_step,
@@ -347,18 +577,22 @@ class Trainer:
         (tmp / f"state_rank{self.rank}.json").write_text(json.dumps(rank_state))
         acc.wait_for_everyone()
         if acc.is_main_process:
+            # the manifest (every file's size) is written last: a resume trusts nothing it does not list
+            _fsync_tree(tmp)
             (tmp / "trainer_state.json").write_text(
                 json.dumps(
                     {
                         "step": self.step,
                         "world_size": acc.num_processes,
                         "config": _jsonable(asdict(self.config)),
+                        "settings_changes": self.settings_changes,
+                        "files": file_manifest(tmp),
                     },
                     indent=1,
                 )
             )
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            _fsync_tree(tmp)
+            _replace_dir(tmp, final)
             limit = self.config.checkpoints_total_limit
             if limit:
                 for old in checkpoint_dirs(self.out)[:-limit]:
@@ -374,9 +608,21 @@ class Trainer:
         path = Path(path)
         top = json.loads((path / "trainer_state.json").read_text())
         if top["world_size"] != acc.num_processes:
-            raise ValueError(
+            raise TrainingError(
                 f"{path} was written by {top['world_size']} processes; this run has {acc.num_processes}"
             )
+        changed = changed_settings(top.get("config", {}), _jsonable(asdict(self.config)))
+        if changed and not self.config.allow_changed_settings:
+            raise TrainingError(
+                f"{path} was trained with other settings ({'; '.join(changed)}); "
+                "use the same ones, or --allow-changed-settings"
+            )
+        if changed:
+            logger.warning("resuming %s with changed settings: %s", path, "; ".join(changed))
+        self.settings_changes = [
+            *top.get("settings_changes", []),
+            *(f"step {top['step']}: {c}" for c in changed),
+        ]
         if self.engine:
             acc.load_state(str(path / "engine"))
         else:
@@ -402,10 +648,13 @@ class Trainer:
             self.ema.to(acc.device)
         state = json.loads((path / f"state_rank{self.rank}.json").read_text())
         self.step, self.micro_step = int(state["step"]), int(state["micro_step"])
+        self.checkpoint_mark = checkpoint_due(self.config, self.step, self.micro_step, 0)[1]
         self.data_position = state["data"]
         self.stream.load_state_dict(state["data"])
         set_rng_state(state["rng"], load_file(str(path / f"rng_rank{self.rank}.safetensors")))
-        if acc.is_main_process and self.log_path.exists():  # drop log lines of steps the resumed run redoes
+        if (
+            acc.is_main_process and inside(self.out, self.log_path).exists()
+        ):  # drop log lines of steps the resumed run redoes
             lines = [ln for ln in self.log_path.read_text().splitlines() if ln.strip()]
             kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= self.step]
             self.log_path.write_text("".join(ln + "\n" for ln in kept))
@@ -416,19 +665,47 @@ class Trainer:
         if not r:
             return None
         if isinstance(r, str) and r not in ("latest", "true", "True"):
+            problems = checkpoint_problems(Path(r))
+            if problems:
+                raise TrainingError(f"checkpoint {r} is damaged: {'; '.join(problems)}")
             return Path(r)
         found = checkpoint_dirs(self.out)
         if not found:
             logger.info("no checkpoint in %s: starting from step 0", self.out / "checkpoints")
             return None
-        return found[-1]
+        skipped = []
+        for candidate in reversed(found):
+            problems = checkpoint_problems(candidate)
+            if not problems:
+                if skipped:
+                    logger.warning(
+                        "skipped %d damaged checkpoint(s), resuming from %s: %s",
+                        len(skipped),
+                        candidate.name,
+                        " | ".join(skipped),
+                    )
+                return candidate
+            skipped.append(f"{candidate.name} ({'; '.join(problems)})")
+        raise TrainingError(f"no intact checkpoint in {self.out / 'checkpoints'}: {' | '.join(skipped)}")
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Train to ``max_steps`` holding ``out/.train.lock``; write the outputs."""
+        acc = self.accelerator
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name in ("train_log.jsonl", "checkpoints", "pipeline", "kiwi", LOCK_NAME):
+            inside(self.out, self.out / name)  # refuse a linked-out target before any work
+        lock = acquire_lock(self.out, acc.num_processes) if acc.is_main_process else None
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.unlink(missing_ok=True)
+
+    def _run(self) -> TrainResult:
         from tqdm.auto import tqdm
 
         cfg, acc = self.config, self.accelerator
-        self.out.mkdir(parents=True, exist_ok=True)
         resume = self._resume_path()
         if resume is not None:
             self.load_checkpoint(resume)
@@ -441,6 +718,7 @@ class Trainer:
             total=cfg.max_steps, initial=self.step, desc="training", disable=not acc.is_local_main_process
         )
         losses: list[torch.Tensor] = []
+        step_ids: list[str] = []
         last_loss = float("nan")
         skipped_seen = len(getattr(self.stream, "skip_report", SkipReport()))
         data = prefetch(self.stream, cfg.prefetch)
@@ -457,6 +735,8 @@ class Trainer:
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at step {self.step} on {batch['id']}")
                     acc.backward(loss)
+                    if acc.sync_gradients and not self.engine:
+                        self._check_unoptimized()
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(params, cfg.max_grad_norm)
                     self.optimizer.step()
@@ -465,6 +745,7 @@ class Trainer:
                 self.micro_step += 1
                 self.data_position = position
                 losses.append(loss.detach())
+                step_ids.extend(str(i) for i in batch.get("id", []))
                 if not acc.sync_gradients:
                     continue
                 self.step += 1
@@ -478,7 +759,9 @@ class Trainer:
                     "lr": self.lr_scheduler.get_last_lr()[0],
                     "sigma": float(out["sigma"].float().mean()),
                     "epoch": position.get("epoch", 0),
+                    "ids": self._gather_ids(step_ids),  # the pairs of this step, all ranks: an audit trail
                 }
+                step_ids = []
                 report = getattr(self.stream, "skip_report", None)
                 if report is not None and len(report) > skipped_seen:
                     record["skipped"] = [list(s) for s in report.skipped[skipped_seen:]]
@@ -490,7 +773,10 @@ class Trainer:
                     acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=self.step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}")
-                if self.step % cfg.checkpointing_steps == 0 or self.step == cfg.max_steps:
+                due, self.checkpoint_mark = checkpoint_due(
+                    cfg, self.step, self.micro_step, self.checkpoint_mark
+                )
+                if due:
                     self.save_checkpoint()
             if self.step < cfg.max_steps:
                 raise RuntimeError(f"the data ran out at step {self.step} of {cfg.max_steps}")
@@ -503,6 +789,24 @@ class Trainer:
         if self.trackers:
             acc.end_training()
         return result
+
+    def _gather_ids(self, ids: list[str]) -> list[list[str]]:
+        """Per rank, the pair ids of one optimizer step (``gather_object`` when there are many ranks)."""
+        if self.accelerator.num_processes == 1:
+            return [list(ids)]
+        from accelerate.utils import gather_object
+
+        return [list(x) for x in gather_object([list(ids)])]
+
+    def _check_unoptimized(self) -> None:
+        """Parameters left out of the optimizer must really get no gradient (else they would not train)."""
+        named = dict(self.accelerator.unwrap_model(self.module).named_parameters())
+        reached = [n for n in self.unoptimized if named[n].grad is not None and bool(named[n].grad.any())]
+        if reached:
+            raise TrainingError(
+                f"parameters outside the optimizer got gradients: {reached[:5]} (a batch that is not a "
+                "video pair?); see NO_GRADIENT_ON_VIDEO"
+            )
 
     def save_outputs(self, last_loss: float = float("nan")) -> TrainResult:
         """Write ``pipeline/`` (``SparkleEditPipeline.from_pretrained`` loads it, LoRA merged) and
@@ -518,17 +822,27 @@ class Trainer:
         finally:
             if self.ema is not None:
                 self.ema.restore(params)
-        pipeline_dir = self.out / "pipeline"
-        kiwi_path = self.out / "kiwi" / "model.safetensors"
+        pipeline_dir = inside(self.out, self.out / "pipeline")
+        kiwi_path = inside(self.out, self.out / "kiwi" / "model.safetensors")
         if acc.is_main_process:
             state = {k.removeprefix("components."): v.detach().cpu() for k, v in full.items()}
+            state.update(self.frozen_originals)  # the base as loaded, not its compute-dtype copy
             trainable = [n.removeprefix("components.") for n in self.trainable_names]
             dtype = getattr(torch, self.config.export_dtype) if self.config.export_dtype else None
-            save_kiwi_checkpoint({n: state[n] for n in trainable}, kiwi_path, self.lora_scaling, dtype)
+            # written beside, then renamed: a full disk leaves no truncated file under the final name
+            tmp_kiwi = inside(self.out, kiwi_path.with_name(kiwi_path.name + ".tmp"))
+            save_kiwi_checkpoint({n: state[n] for n in trainable}, tmp_kiwi, self.lora_scaling, dtype)
+            _fsync_tree(tmp_kiwi.parent)
+            os.replace(tmp_kiwi, kiwi_path)
             save_dtype = getattr(torch, self.config.save_dtype) if self.config.save_dtype else None
-            pipeline_from_state(self.pipe, state, self.lora_scaling, save_dtype).save_pretrained(
-                str(pipeline_dir)
-            )
+            tmp_dir = inside(self.out, pipeline_dir.with_name("pipeline.tmp"))
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            with as_os_error(tmp_dir):
+                pipeline_from_state(
+                    self.pipe, state, self.lora_scaling, save_dtype, trained=set(trainable), vae=self.base_vae
+                ).save_pretrained(str(tmp_dir))
+            _fsync_tree(tmp_dir)
+            _replace_dir(tmp_dir, pipeline_dir)
         acc.wait_for_everyone()
         report = getattr(self.stream, "skip_report", SkipReport())
         if len(report):

@@ -46,17 +46,38 @@ def add_lora(
     inject_adapter_in_model(config, language_model(encoder))
 
 
+#: Prefixes (training-module names, ``components.`` removed) of trainable parameters that video pairs never
+#: reach: the image queries (single-frame sources only), the DiT's text projection (the encoder's context
+#: bypasses it) and, when trained, the reference-image parts. They stay in the trainable set (and in the
+#: checkpoint's key set, as upstream) but out of the optimizer: AdamW skips a parameter without a gradient,
+#: so this changes nothing in the math, and sharded engines (FSDP, DeepSpeed) then have no parameter
+#: without optimizer state to fail on when a checkpoint is loaded.
+NO_GRADIENT_ON_VIDEO = (
+    "mllm_encoder.image_queries",
+    "mllm_encoder.ref_queries",
+    "mllm_encoder.ref_connector.",
+    "transformer.condition_embedder.text_embedder.",
+    "ref_embedder.",
+)
+
+#: Upstream Kiwi-Edit's reference-query count (``train.py``); ``train_reference`` expects it.
+UPSTREAM_REF_QUERIES = 768
+
+
 def configure_trainable(
     pipe: Any,
     lora_rank: int | None = LORA_RANK,
     lora_alpha: float | None = None,
     lora_targets: Sequence[str] = LORA_TARGETS,
+    train_reference: bool = False,
 ) -> list[str]:
     """Set ``requires_grad`` as in the recipe; return the names of the trainable parameters.
 
-    Trainable: the DiT in full, the learnable queries, the connectors, the source (and reference)
-    embedder, and a LoRA on the Qwen language model's attention projections. Frozen: the VAE, the Qwen
-    vision tower and every Qwen base weight. ``lora_rank=None`` trains no LoRA (Qwen fully frozen).
+    The default is upstream's stage-2 (video) set, as its script names it: ``mllm.image_queries,
+    mllm.video_queries, mllm.connetor, dit, vae_condition`` and a LoRA on the Qwen language model's
+    attention projections. Frozen: the VAE, the Qwen vision tower, every Qwen base weight and the
+    reference-image parts (queries, connector, embedder). ``train_reference=True`` also trains those
+    (upstream's reference stage). ``lora_rank=None`` trains no LoRA (Qwen fully frozen).
     """
     encoder = pipe.mllm_encoder
     pipe.vae.requires_grad_(False)
@@ -65,15 +86,21 @@ def configure_trainable(
         add_lora(encoder, lora_rank, lora_alpha, lora_targets)
         for name, p in language_model(encoder).named_parameters():
             p.requires_grad_(".lora_" in name)
-    for name in ("image_queries", "video_queries", "ref_queries"):
+    for name in ("image_queries", "video_queries"):
         getattr(encoder, name).requires_grad_(True)
     encoder.connector.requires_grad_(True)
-    encoder.ref_connector.requires_grad_(True)
     pipe.transformer.requires_grad_(True)
     pipe.source_embedder.requires_grad_(True)
     if pipe.ref_embedder is not None:
-        pipe.ref_embedder.requires_grad_(True)
+        pipe.ref_embedder.requires_grad_(train_reference)
+    encoder.ref_queries.requires_grad_(train_reference)
+    encoder.ref_connector.requires_grad_(train_reference)
     return [n for n, p in trainable_modules(pipe).named_parameters() if p.requires_grad]
+
+
+def optimized(name: str) -> bool:
+    """Whether the trainable parameter ``name`` goes into the optimizer (see ``NO_GRADIENT_ON_VIDEO``)."""
+    return not name.removeprefix("components.").startswith(NO_GRADIENT_ON_VIDEO)
 
 
 def trainable_modules(pipe: Any) -> nn.ModuleDict:
