@@ -11,7 +11,7 @@ from bench_fixtures import bench_rows, edit_clip, result_path, write_bench, writ
 
 from sparkle_video.bench.editors import IdentityEditor, StaticBackgroundEditor
 from sparkle_video.bench.judge import judge_file_name
-from sparkle_video.bench.report import bar_chart_svg, build_report, collect, leaderboard_markdown
+from sparkle_video.bench.report import bar_chart_svg, build_report, collect, leaderboard_markdown, paper_rows
 from sparkle_video.bench.runner import run_inference
 from sparkle_video.bench.score import (
     METRICS_FILE,
@@ -180,6 +180,31 @@ def test_report_html_and_markdown(
     summary = collect(lively)
     assert summary.judge_model == "judge-x" and len(summary.edited_paths) == 4
     assert leaderboard_markdown([summary]).count("\n") == 3
+
+
+def test_report_with_the_papers_rows(bench: tuple[Path, dict], result_sets: dict, tmp_path: Path) -> None:
+    _, info = bench
+    lively = result_sets["lively"]
+    with open(lively / judge_file_name("location", "judge-x", "sparkle"), "w") as f:
+        for sid in sorted(info)[:2]:
+            f.write(json.dumps({"id": sid, "edit_type": "location", "scores": [4, 4, 3, 3, 4, 4]}) + "\n")
+    html_path, md_path = build_report([lively], tmp_path / "r.html", names=["Mine"], paper=True)
+    md = md_path.read_text().splitlines()
+    names = [line.split(" | ")[0].lstrip("| ") for line in md[2:]]
+    # sorted in by overall: Kiwi-Sparkle 3.81 > Mine 3.67 > Lucy-Edit-1.1 2.74 > Kiwi-Edit 2.54
+    assert names == ["Kiwi-Sparkle (paper)", "Mine", "Lucy-Edit-1.1 (paper)", "Kiwi-Edit (paper)"]
+    assert md[2].startswith("| Kiwi-Sparkle (paper) | 3.81 | 4.10 | 3.40 | 3.77 | 4.05 | 3.54 | 3.99 | – |")
+    assert md[2].endswith("| – | – |")  # published rows have no counts of ours
+    assert "Lucy-Edit-1.1 (paper)" in html_path.read_text()
+    _, md_default = build_report([lively], tmp_path / "d.html", names=["Mine"])
+    assert "(paper)" not in md_default.read_text()
+    openve = {r["name"]: r for r in paper_rows("openve")}
+    # published as overall / Ins / Cons / VQ
+    assert (openve["UniVideo (13B) (paper)"]["overall"], openve["UniVideo (13B) (paper)"]["Ins"]) == (
+        2.74,
+        3.12,
+    )
+    assert (openve["Kiwi-Sparkle (paper)"]["Cons"], openve["Kiwi-Sparkle (paper)"]["VQ"]) == (3.15, 3.22)
 
 
 def test_bar_chart_svg_scales_bars() -> None:

@@ -105,10 +105,48 @@ def collect(
     return summary
 
 
-def leaderboard_rows(summaries: Sequence[ResultSummary], protocol: str = "sparkle") -> list[dict[str, Any]]:
-    """One row per result set: judge macro scores then metric macros; sorted by judge overall."""
+#: The paper's published judge scores (overall, then the protocol's dimensions in ``short_names`` order),
+#: shown as labelled reference rows with ``--paper-rows``. Sparkle-Bench: Table of the paper with a GPT
+#: judge; OpenVE-Bench: its background-change subset with Gemini.
+PUBLISHED: dict[str, tuple[tuple[str, tuple[float, ...]], ...]] = {
+    "sparkle": (
+        ("Kiwi-Edit", (2.54, 2.92, 2.15, 2.86, 2.90, 1.57, 2.84)),
+        ("Lucy-Edit-1.1", (2.74, 3.06, 2.23, 2.78, 3.04, 2.46, 2.83)),
+        ("Kiwi-Sparkle", (3.81, 4.10, 3.40, 3.77, 4.05, 3.54, 3.99)),
+    ),
+    # published order overall / Ins / Cons / VQ; stored here in the protocol's order (Ins, VQ, Cons)
+    "openve": (
+        ("Kiwi-Edit", (2.58, 2.81, 2.36, 2.58)),
+        ("UniVideo (13B)", (2.74, 3.12, 2.46, 2.64)),
+        ("Kiwi-Sparkle", (3.29, 3.51, 3.22, 3.15)),
+    ),
+}
+PAPER_LABEL = " (paper)"
+
+
+def paper_rows(protocol: str = "sparkle") -> list[dict[str, Any]]:
+    """The published rows of ``protocol`` as leaderboard rows (no metrics, no counts: ``None``)."""
     proto = get_protocol(protocol)
     rows = []
+    for name, values in PUBLISHED[proto.name]:
+        overall, *dims = values
+        row: dict[str, Any] = {"name": name + PAPER_LABEL, "judge": "published", "overall": overall}
+        row.update(dict(zip(proto.short_names, dims, strict=True)))
+        row.update({METRIC_SHORT[m]: None for m in METRIC_NAMES})
+        row["judged"] = row["scored"] = None
+        rows.append(row)
+    return rows
+
+
+def leaderboard_rows(
+    summaries: Sequence[ResultSummary], protocol: str = "sparkle", paper: bool = False
+) -> list[dict[str, Any]]:
+    """One row per result set: judge macro scores then metric macros; sorted by judge overall.
+
+    ``paper`` adds the published rows (labelled ``(paper)``), sorted in with the others.
+    """
+    proto = get_protocol(protocol)
+    rows = paper_rows(protocol) if paper else []
     for s in summaries:
         macro = s.judge.get("macro", {})
         mmacro = s.metrics.get("macro", {})
@@ -129,7 +167,9 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def leaderboard_markdown(summaries: Sequence[ResultSummary], protocol: str = "sparkle") -> str:
+def leaderboard_markdown(
+    summaries: Sequence[ResultSummary], protocol: str = "sparkle", paper: bool = False
+) -> str:
     """A Markdown leaderboard (judge overall and dimensions, then judge-free metrics)."""
     proto = get_protocol(protocol)
     cols = ["overall", *proto.short_names, *METRIC_SHORT.values()]
@@ -137,9 +177,10 @@ def leaderboard_markdown(summaries: Sequence[ResultSummary], protocol: str = "sp
         "| Result | " + " | ".join(c if c != "overall" else "Overall" for c in cols) + " | judged | scored |",
         "|---|" + "---:|" * (len(cols) + 2),
     ]
-    for r in leaderboard_rows(summaries, protocol):
+    for r in leaderboard_rows(summaries, protocol, paper):
         cells = [_fmt(r[c], 3 if c in METRIC_SHORT.values() else 2) for c in cols]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['judged']} | {r['scored']} |")
+        counts = [str(r[c]) if r[c] is not None else "–" for c in ("judged", "scored")]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " | " + " | ".join(counts) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -286,12 +327,12 @@ def _samples(
     return f'<table class="samples">{head}{"".join(body)}</table>'
 
 
-def _leaderboard_html(summaries: Sequence[ResultSummary], protocol: str) -> str:
+def _leaderboard_html(summaries: Sequence[ResultSummary], protocol: str, paper: bool = False) -> str:
     proto = get_protocol(protocol)
     cols = ["overall", *proto.short_names, *METRIC_SHORT.values(), "judged", "scored"]
     head = "<tr><th>result</th><th>judge</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
     body = []
-    for r in leaderboard_rows(summaries, protocol):
+    for r in leaderboard_rows(summaries, protocol, paper):
         cells = [f"<td>{html.escape(r['name'])}</td>", f"<td>{html.escape(str(r['judge'] or '–'))}</td>"]
         for c in cols:
             v = r[c]
@@ -320,15 +361,19 @@ def build_report(
     judge_model: str | None = None,
     max_samples: int = 24,
     title: str = "Sparkle-Bench report",
+    paper: bool = False,
 ) -> tuple[Path, Path]:
-    """Write the HTML report to ``out`` and the Markdown leaderboard beside it (``.md``); return both paths."""
+    """Write the HTML report to ``out`` and the Markdown leaderboard beside it (``.md``); return both paths.
+
+    ``paper`` adds the paper's published rows (``PUBLISHED``) to the leaderboard, labelled ``(paper)``.
+    """
     if names is not None and len(names) != len(save_dirs):
         raise ValueError("names must match save_dirs one to one")
     summaries = [
         collect(d, names[i] if names else None, protocol, judge_model) for i, d in enumerate(save_dirs)
     ]
     rows = {str(r["id"]): dict(r) for r in bench_rows or ()}
-    markdown = leaderboard_markdown(summaries, protocol)
+    markdown = leaderboard_markdown(summaries, protocol, paper)
     warning = settings_warning(summaries)
     if warning:
         logger.warning(warning)
@@ -340,7 +385,7 @@ def build_report(
 <p>Judge columns: macro mean over themes (1-5, dimensions capped at Instruction Compliance). Metric columns:
 judge-free metrics (0-1, higher is better; BgDyn higher = livelier background).</p>
 {f"<p><strong>{html.escape(warning)}</strong></p>" if warning else ""}
-{_leaderboard_html(summaries, protocol)}
+{_leaderboard_html(summaries, protocol, paper)}
 <h2>Per theme</h2>
 {_charts(summaries)}
 <h2>Samples</h2>

@@ -226,6 +226,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         judge_model=args.judge_name,
         max_samples=args.max_samples,
+        paper=args.paper_rows,
     )
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {html_path} and {md_path}")
@@ -368,4 +369,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--judge-name", default=None, help="which judge's records to show (default: the only/first)"
     )
     p.add_argument("--max-samples", type=int, default=24)
+    p.add_argument(
+        "--paper-rows",
+        action="store_true",
+        help="add the paper's published scores for this protocol as labelled reference rows",
+    )
     p.set_defaults(func=cmd_report)
