@@ -47,12 +47,18 @@ def test_hub_folder_loads_with_plain_load_dataset(dataset_root: Path, tmp_path: 
     card = DatasetCard.load(out / "README.md")
     assert [c["config_name"] for c in card.data.configs] == ["location", "time", "all"]
     ds = datasets.load_dataset(str(out), "location", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    # the videos are declared as datasets' Video feature (decoded by torchcodec where it is installed)
+    assert isinstance(ds.features["source_video"], datasets.Video)
+    assert isinstance(ds.features["edited_video"], datasets.Video)
     assert ds["id"] == ["Sparkle_location_000000", "Sparkle_location_000001"]
+    for key in ("source_video", "edited_video"):  # no torchcodec here: the bytes, undecoded
+        ds = ds.cast_column(key, datasets.Video(decode=False))
     assert ds[0]["subtheme"] == "urban" and ds[0]["theme"] == "location"
     row = ds[1]
     original = VideoReader(dataset_root / "location/edited_video/Sparkle_location_000001.mp4")
-    played = VideoReader(row["edited_video"])
-    assert isinstance(row["edited_video"], bytes)
+    assert row["edited_video"]["path"] == "location/edited_video/Sparkle_location_000001.mp4"
+    played = VideoReader(row["edited_video"]["bytes"])
+    assert isinstance(row["edited_video"]["bytes"], bytes)
     np.testing.assert_array_equal(played.get_frames(None), original.get_frames(None))
     everything = datasets.load_dataset(str(out), "all", split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert sorted(everything["theme"]) == ["location", "location", "time", "time"]
@@ -77,8 +83,10 @@ def test_hub_folder_from_tar_shards_parts_and_skips(dataset_root: Path, tmp_path
     ds = datasets.load_dataset(str(out), "time", split="train", cache_dir=str(tmp_path / "hf-cache"))
     original = dataset_root / "time/source_video/Sparkle_time_000000.mp4"
     assert ds["id"] == ["Sparkle_time_000000", "Sparkle_time_000001"]
-    assert ds[0]["source_video"] == original.read_bytes()  # the shard member, byte for byte
-    assert ds[0]["edit_type"] == "time"
+    raw = ds.cast_column("source_video", datasets.Video(decode=False))
+    raw = raw.cast_column("edited_video", datasets.Video(decode=False))
+    assert raw[0]["source_video"]["bytes"] == original.read_bytes()  # the shard member, byte for byte
+    assert raw[0]["edit_type"] == "time"
 
     broken = tmp_path / "broken"
     shutil.copytree(dataset_root, broken)

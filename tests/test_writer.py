@@ -322,3 +322,72 @@ def test_pack_removes_parts_of_an_earlier_larger_run(written, tmp_path: Path) ->
     assert on_disk == sorted(p for p in few if p.endswith(".tar"))
     assert not (out / "location_source_video_part01.tar").exists()
     assert len(load_sparkle(out)) == 4
+
+
+def test_pack_keeps_intermediates_it_does_not_repack(written, tmp_path: Path, caplog) -> None:
+    root, _ = written
+    out = tmp_path / "shards"
+    pack_shards(root, out, max_shard_bytes=1, include_intermediates=True, progress=False)
+    before = sorted(p.name for p in (out / "intermediate_data").glob("*.tar"))
+    assert before
+    with caplog.at_level("WARNING", logger="sparkle_video"):
+        pack_shards(root, out, progress=False)  # no --intermediates: the earlier run's are not this run's
+    assert sorted(p.name for p in (out / "intermediate_data").glob("*.tar")) == before
+    # the smaller run's leftover video parts are removed, each named
+    assert "removed location_source_video_part01.tar" in caplog.text
+
+
+def test_pack_webdataset_layout_plain_datasets_and_load_sparkle(written, tmp_path: Path) -> None:
+    import datasets
+
+    root, records = written
+    out = tmp_path / "wds"
+    files = pack_shards(root, out, layout="webdataset", max_shard_bytes=1, progress=False)
+    loc = [r for r in records if r.theme == "location"]
+    assert [f for f in files if f.startswith("location-")] == ["location-00000.tar", "location-00001.tar"]
+    with tarfile.open(out / "location-00000.tar") as tf:  # a pair never straddles two shards
+        assert tf.getnames() == [f"{loc[0].id}{s}" for s in (".json", ".source.mp4", ".edited.mp4")]
+        record = json.loads(tf.extractfile(f"{loc[0].id}.json").read())
+        assert (
+            record["prompt"] == loc[0].prompt
+            and record["metadata"]["chosen_keyword"] == loc[0].chosen_keyword
+        )
+        assert json.loads(record["scores"])["edited_video_score"]["editscore"][1]["O_score"] == 8
+        src_bytes = tf.extractfile(f"{loc[0].id}.source.mp4").read()
+    assert src_bytes == (root / f"location/source_video/{loc[0].id}.mp4").read_bytes()
+    assert not list(out.glob("prompts/*")) and not list(out.glob("*.partial"))
+
+    # plain datasets, no project code: one row per pair, both videos as the Video feature
+    ds = datasets.load_dataset("webdataset", data_files={"train": str(out / "*.tar")}, split="train")
+    assert len(ds) == len(records)
+    assert isinstance(ds.features["source.mp4"], datasets.Video)
+    assert isinstance(ds.features["edited.mp4"], datasets.Video)
+    raw = ds.cast_column("source.mp4", datasets.Video(decode=False)).cast_column(
+        "edited.mp4", datasets.Video(decode=False)
+    )
+    by_key = {r["__key__"]: r for r in raw}
+    assert by_key[loc[0].id]["source.mp4"]["bytes"] == src_bytes
+    assert by_key[loc[0].id]["json"]["prompt"] == loc[0].prompt
+
+    # load_sparkle reads the same shards, indexed and streaming, with the same bytes
+    rows = {r["id"]: r for r in load_sparkle(out)}
+    streamed = {r["id"]: r for r in load_sparkle(out, streaming=True)}
+    assert sorted(rows) == sorted(streamed) == sorted(r.id for r in records)
+    row = rows[loc[1].id]
+    assert row["prompt"] == loc[1].prompt and row["theme"] == "location"
+    np.testing.assert_array_equal(
+        row["edited_video"].get_frames([1]),
+        VideoReader(root / f"location/edited_video/{loc[1].id}.mp4").get_frames([1]),
+    )
+    np.testing.assert_array_equal(
+        streamed[loc[1].id]["source_video"].get_frames([2]), row["source_video"].get_frames([2])
+    )
+    # a smaller re-pack removes the earlier run's extra paired parts
+    again = pack_shards(root, out, layout="webdataset", progress=False)
+    assert sorted(p.name for p in out.glob("location-*.tar")) == [
+        f for f in again if f.startswith("location-")
+    ]
+    with pytest.raises(ValueError, match="webdataset shards hold pairs only"):
+        pack_shards(root, out, layout="webdataset", include_intermediates=True)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        pack_shards(root, out, layout="tfrecord")

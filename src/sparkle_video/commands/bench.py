@@ -60,15 +60,26 @@ def _dump(obj: Any, path: str | None) -> None:
 
 # -- infer ---------------------------------------------------------------------------------------
 def cmd_infer(args: argparse.Namespace) -> int:
-    from sparkle_video.bench.editors import load_editor
+    from sparkle_video.bench.editors import BASELINES, import_editor, load_editor
     from sparkle_video.bench.runner import run_inference
 
-    kwargs = (
-        {}
-        if args.model in ("identity", "static-background")
-        else {"dtype": args.dtype, "device": args.device}
-    )
-    editor = load_editor(args.model, **kwargs)
+    if (args.height is None) != (args.width is None):
+        raise ValueError("--height and --width go together")
+    if args.editor is not None:
+        editor = import_editor(args.editor)
+    elif args.model in BASELINES:
+        editor = load_editor(args.model)
+    else:
+        editor = load_editor(
+            args.model,
+            dtype=args.dtype,
+            device=args.device,
+            num_inference_steps=args.steps,
+            seed=args.seed,
+            guidance_scale=args.guidance,
+            size=(args.height, args.width) if args.height is not None else None,
+            max_pixels=args.max_pixels,
+        )
     rows, skipped = _load_bench(args)
     report = run_inference(
         rows,
@@ -263,8 +274,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("infer", help="run an editor over the bench and save the official result layout")
     _bench_selection(p, openve=True)
-    p.add_argument(
-        "--model", required=True, help="identity | static-background | SparkleEditPipeline folder or repo"
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--model",
+        help="identity | static-background | a diffusers pipeline folder or Hub repo (SparkleEditPipeline, "
+        "LucyEditPipeline or any pipeline taking video + prompt; dispatched on model_index.json)",
+    )
+    which.add_argument(
+        "--editor", metavar="MODULE:FUNCTION", help="any (VideoReader, prompt) -> frames callable"
     )
     p.add_argument("--out", required=True, help="result folder (save_dir)")
     p.add_argument("--rank", type=int, default=0)
@@ -273,6 +290,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo ids that already have a result")
     p.add_argument("--dtype", default="bfloat16", help="torch dtype for a model editor")
     p.add_argument("--device", default=None, help="device for a model editor (default: cuda if available)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 50)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: 0)")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="guidance scale (default: Sparkle 1.0, Lucy 5.0)"
+    )
+    p.add_argument("--height", type=int, default=None, help="working height (with --width)")
+    p.add_argument("--width", type=int, default=None, help="working width (with --height)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="shrink each source to at most this many pixels (default: Sparkle 1280*720; Lucy 480x832)",
+    )
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser(

@@ -36,6 +36,13 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--themes", nargs="*", default=None)
     p.add_argument("--max-shard-gb", type=float, default=5.0, help="shard size limit (default: 5 GB)")
     p.add_argument("--intermediates", action="store_true", help="also pack intermediate_data/ artefacts")
+    p.add_argument(
+        "--layout",
+        choices=["official", "webdataset"],
+        default="official",
+        help="official: the Hub repo's {theme}_{kind}_video_partXX.tar + prompts/; webdataset: self-contained "
+        "{theme}-NNNNN.tar with {id}.json/.source.mp4/.edited.mp4 (plain datasets/webdataset read them)",
+    )
     p.add_argument("--errors", choices=["raise", "skip"], default="raise", help="skip (and name) bad samples")
     p.set_defaults(func=cmd_pack)
 
@@ -148,6 +155,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         include_intermediates=args.intermediates,
         errors=args.errors,
         skip_report=report,
+        layout=args.layout,
     )
     print(f"wrote {sum(p.endswith('.tar') for p in written)} shards to {args.out}")
     print(report.summary())

@@ -2,7 +2,7 @@
 
 Imports go one way, each layer using only those before it:
 ``layout/records/shards/display`` (formats) -> ``transport/sources`` (local, fsspec, Hub bytes) ->
-``video/masks/artifacts/hub_folder`` (typed readers) -> ``catalog/hub`` (planning a selection) ->
+``video/masks/artifacts/hub_folder/paired_shards`` (typed readers) -> ``catalog/hub`` (planning a selection) ->
 ``loading/collate`` (``load_sparkle``, batches) -> ``writer/export/preview/synthetic`` (writing, showing).
 
 The names below resolve on first use, so ``import sparkle_video.data`` stays light (``datasets`` loads

@@ -27,6 +27,7 @@ from .layout import (
     train_csv_path,
     train_metadata_path,
 )
+from .paired_shards import paired_shards, paired_themes, read_paired_entries
 from .records import SampleEntry, join_bench, join_train, read_jsonl, stage_score
 from .shards import TarMember, iter_tar, scan_tar
 from .sources import DataRoot
@@ -92,6 +93,8 @@ def available_themes(root: DataRoot, bench: bool) -> list[str]:
         csv_rel = bench_csv_path(theme) if bench else train_csv_path(theme)
         if root.exists(csv_rel):
             found.append(theme)
+    if not bench and not found:  # self-contained paired shards (``pack --layout webdataset``)
+        found = paired_themes(root, known)
     return found
 
 
@@ -118,6 +121,8 @@ def read_entries(root: DataRoot, theme: str, options: LoadOptions, report: SkipR
         csv_rel, meta_rel = bench_csv_path(theme), bench_metadata_path(theme)
     else:
         csv_rel, meta_rel = train_csv_path(theme), train_metadata_path(theme)
+    if not options.bench and not root.exists(csv_rel) and (paired := paired_shards(root, theme)):
+        return read_paired_entries(root, theme, paired, options.errors, report)
     meta_text = root.read_text(meta_rel) if root.exists(meta_rel) else None
     if meta_text is None:
         logger.warning("%s is missing: subtheme/scene/original_scene will be None", root.uri(meta_rel))
@@ -189,6 +194,11 @@ def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: Sk
     for theme, entries in selected:
         src_shards = [] if options.bench else root.shards(theme, "source")
         edt_shards = [] if options.bench else root.shards(theme, "edited")
+        paired = [] if options.bench or src_shards or edt_shards else paired_shards(root, theme)
+        if paired and not root.exists(train_csv_path(theme)):
+            # both videos of a pair in one tar: indexed (one pass over the headers) in every mode
+            units.append(Unit(theme, "tar-index", entries, paired, paired))
+            continue
         use_shards = (
             bool(src_shards or edt_shards) if options.layout == "auto" else options.layout == "shards"
         )
@@ -309,7 +319,8 @@ def _gen_tar_index(
     root: DataRoot, unit: Unit, options: LoadOptions, report: SkipReport
 ) -> Iterator[tuple[str, dict]]:
     damaged: dict[str, str] = {}
-    members = _index_shards(root, unit.source_shards + unit.edited_shards, options, report, damaged)
+    shards = list(dict.fromkeys(unit.source_shards + unit.edited_shards))  # paired shards hold both
+    members = _index_shards(root, shards, options, report, damaged)
     for entry in unit.entries:
         try:
             refs = []

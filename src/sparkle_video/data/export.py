@@ -236,7 +236,8 @@ def hub_row(row: dict[str, Any]) -> dict[str, Any]:
         data = row[key].read_bytes()
         if not data:
             raise SparkleDataError(f"{key} is empty", sample_id=row["id"])
-        out[key] = data
+        kind = key.split("_")[0]
+        out[key] = {"bytes": data, "path": f"{row['theme']}/{kind}_video/{row['id']}.mp4"}
     return out
 
 

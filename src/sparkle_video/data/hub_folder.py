@@ -28,8 +28,10 @@ HUB_FEATURES = datasets.Features(
         "scene": datasets.Value("string"),
         "original_scene": datasets.Value("string"),
         "edit_type": datasets.Value("string"),
-        "source_video": datasets.Value("binary"),
-        "edited_video": datasets.Value("binary"),
+        # the mp4 bytes as ``datasets``' Video feature (Arrow ``struct<bytes, path>``): plain ``load_dataset``
+        # decodes them where torchcodec is installed; ``Video(decode=False)`` gives the bytes anywhere
+        "source_video": datasets.Video(),
+        "edited_video": datasets.Video(),
     }
 )
 HUB_SCHEMA: pa.Schema = HUB_FEATURES.arrow_schema
@@ -48,7 +50,9 @@ class _ExportRowDecoder:
     def __init__(self, label: str):
         self.label = label
 
-    def _reader(self, data: bytes | None, sid: str, key: str) -> Any:
+    def _reader(self, data: bytes | dict | None, sid: str, key: str) -> Any:
+        if isinstance(data, dict):  # the Video feature's undecoded cell; older exports stored bare bytes
+            data = data.get("bytes")
         return None if data is None else VideoReader(data, name=f"{self.label}::{key} of {sid}")
 
     def row(self, row: dict) -> dict:
@@ -109,6 +113,8 @@ def load_hub_export(
                 keep_in_memory=True,
                 storage_options=storage,
             )
+    for key in _VIDEO_COLUMNS:  # our rows hold lazy readers over the bytes, never torchcodec decoders
+        ds = ds.cast_column(key, datasets.Video(decode=False))
     wanted_ids = set(options.ids) if options.ids else None
     wanted_subthemes = set(options.subthemes) if options.subthemes else None
     if wanted_ids is not None or wanted_subthemes is not None:

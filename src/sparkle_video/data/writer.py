@@ -288,7 +288,7 @@ def _pack_members(
     out: _Root,
     shard_for: Any,
     max_shard_bytes: float,
-    progress: bool,
+    bar: Any,
 ) -> list[str]:
     """Stream ``names`` (sorted) into shards; each shard is written under a temporary name, then renamed."""
     names = sorted(names)
@@ -305,9 +305,10 @@ def _pack_members(
             tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf,
         ):
             tf.copybufsize = 1 << 20  # 1 MiB copies instead of 16 KiB
-            for name, size in tqdm(members, desc=posixpath.basename(rel), disable=not progress, leave=False):
+            for name, size in members:
                 with fs.open(posixpath.join(src_root, name), "rb") as f:
                     tf.addfile(_tar_info(name, size), f)
+                bar.update(1)
         out.fs.mv(tmp, final)
         written.append(rel)
     return written
@@ -344,13 +345,23 @@ def _kept_jsonl(text: str, keep: set[str]) -> str:
     return "".join(out)
 
 
-def remove_stale_shards(out: Any, theme: str, written: Sequence[str]) -> list[str]:
-    """Delete ``partXX`` shards of ``theme`` in ``out`` that this run did not write (an earlier, larger run's)."""
+def remove_stale_shards(
+    out: Any, theme: str, written: Sequence[str], *, intermediates: bool = True, layout: str = "official"
+) -> list[str]:
+    """Delete shards of ``theme`` in ``out`` that this run did not write (an earlier, larger run's).
+
+    Only shards of the kinds this run writes are touched (intermediate shards only when this run packs
+    intermediates; paired shards only for the webdataset layout), and each removal is logged by name.
+    """
     from .layout import INTERMEDIATE_SHARD_RE, SHARD_RE
+    from .paired_shards import PAIRED_SHARD_RE
 
     keep = {posixpath.basename(w) for w in written}
     removed = []
-    for folder, pattern in (("", SHARD_RE), ("intermediate_data", INTERMEDIATE_SHARD_RE)):
+    kinds = [("", PAIRED_SHARD_RE)] if layout == "webdataset" else [("", SHARD_RE)]
+    if intermediates:
+        kinds.append(("intermediate_data", INTERMEDIATE_SHARD_RE))
+    for folder, pattern in kinds:
         base = out.full(folder) if folder else out.path
         if not out.fs.isdir(base):
             continue
@@ -360,7 +371,11 @@ def remove_stale_shards(out: Any, theme: str, written: Sequence[str]) -> list[st
             if m and m["theme"] == theme and name not in keep:
                 out.fs.rm(path)
                 removed.append(name)
+                logger.warning("removed %s: a shard of an earlier pack that this run did not write", name)
     return removed
+
+
+PACK_LAYOUTS = ("official", "webdataset")
 
 
 def pack_shards(
@@ -374,22 +389,31 @@ def pack_shards(
     errors: str = "raise",
     skip_report: SkipReport | None = None,
     progress: bool = True,
+    layout: str = "official",
 ) -> list[str]:
-    """Pack a training folder into official-style uncompressed tar shards (deterministic bytes).
+    """Pack a training folder into uncompressed tar shards (deterministic bytes).
 
-    ``{theme}_{source|edited}_video_partXX.tar`` hold ``{theme}/{kind}_video/{id}.mp4`` sorted by id;
-    ``prompts/`` is copied alongside. Returns the repo-relative paths written.
+    ``layout="official"``: ``{theme}_{source|edited}_video_partXX.tar`` hold ``{theme}/{kind}_video/{id}.mp4``
+    sorted by id, and ``prompts/`` is copied alongside. ``layout="webdataset"``: self-contained paired
+    shards ``{theme}-NNNNN.tar`` holding ``{id}.json``, ``{id}.source.mp4`` and ``{id}.edited.mp4`` per
+    sample (see :mod:`sparkle_video.data.paired_shards`), readable by ``datasets.load_dataset("webdataset")``
+    as one row per pair, and by ``load_sparkle``. Returns the repo-relative paths written.
 
     Everything is checked before anything is written: each CSV/JSONL row (as the loader reads it) and
     each video's header (no decoding). A bad sample raises ``SparkleDataError``, or under
     ``errors="skip"`` is left out of the shards *and* of the copied prompt files and named in
-    ``skip_report``. Shards of an earlier, larger run in ``out_dir`` are removed, so the folder holds
-    exactly this run's parts.
+    ``skip_report``. Shards of the same kinds left by an earlier, larger run in ``out_dir`` are removed
+    (each named in a warning), so the folder holds exactly this run's parts; intermediate shards are only
+    touched when this run packs intermediates.
     """
     from .catalog import LoadOptions, read_entries
     from .sources import open_root
 
     check_error_mode(errors)
+    if layout not in PACK_LAYOUTS:
+        raise ValueError(f"layout must be one of {PACK_LAYOUTS}, got {layout!r}")
+    if layout == "webdataset" and include_intermediates:
+        raise ValueError("webdataset shards hold pairs only; pack intermediates with layout='official'")
     if not max_shard_bytes > 0:
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     report = skip_report if skip_report is not None else SkipReport()
@@ -405,57 +429,129 @@ def pack_shards(
             f"no prompts/{{theme}}_train.csv for {missing or 'any theme'}", path=os.fspath(root)
         )
     options = LoadOptions(themes=tuple(themes or present), errors=errors)
+    indexed = [(theme, read_entries(data_root, theme, options, report)) for theme in themes or present]
+    # one bar for the whole run: each sample's check, then each file packed
+    bar = tqdm(total=sum(len(e) for _, e in indexed), desc="pack", unit="file", disable=not progress)
     checked: list[tuple[str, list, bool]] = []
-    for theme in themes or present:  # every check first: a bad sample raises before anything is written
-        reported_before = len(report)
-        entries = read_entries(data_root, theme, options, report)
-        good = []
-        for e in tqdm(entries, desc=f"checking {theme}", disable=not progress, leave=False):
-            try:
-                for rel in (e.source_path, e.edited_path):
-                    assert rel is not None
-                    _check_video(fs, posixpath.join(src_root, rel), data_root.uri(rel), e.id)
-            except SparkleDataError as err:
-                handle(err, errors, report, key=e.id)
+    with bar:
+        for theme, entries in indexed:  # every check first: a bad sample raises before anything is written
+            reported_before = len(report)
+            good = []
+            for e in entries:
+                try:
+                    for rel in (e.source_path, e.edited_path):
+                        assert rel is not None
+                        _check_video(fs, posixpath.join(src_root, rel), data_root.uri(rel), e.id)
+                except SparkleDataError as err:
+                    handle(err, errors, report, key=e.id)
+                    continue
+                finally:
+                    bar.update(1)
+                good.append(e)
+            checked.append((theme, good, len(report) > reported_before))
+        bar.total += sum(2 * len(good) for _, good, _ in checked)
+        bar.refresh()
+        for theme, good, left_out in checked:
+            if layout == "webdataset":
+                written += _pack_paired(fs, src_root, data_root, theme, good, out, max_shard_bytes, bar)
+                remove_stale_shards(out, theme, written, intermediates=False, layout=layout)
                 continue
-            good.append(e)
-        checked.append((theme, good, len(report) > reported_before))
-    for theme, good, left_out in checked:
-        keep = {e.id for e in good}  # after a skip, the prompt files list only what the shards hold
-        for rel, kept in ((train_csv_path(theme), _kept_csv), (train_metadata_path(theme), _kept_jsonl)):
-            src = posixpath.join(src_root, rel)
-            if not fs.exists(src):
-                continue
-            data = fs.cat_file(src)
-            if left_out:
-                data = kept(data.decode("utf-8-sig"), keep).encode("utf-8")
-            out.write_bytes(rel, data)
-            written.append(rel)
-        for kind in ("source", "edited"):
-            names = sorted(e.source_path if kind == "source" else e.edited_path for e in good)  # type: ignore[misc]
-            loose = {
-                f"{theme}/{kind}_video/{posixpath.basename(p)}"
-                for p in fs.glob(posixpath.join(src_root, theme, f"{kind}_video", "*.mp4"))
-            }
-            extra = sorted(loose - set(names))
-            if extra:
-                logger.warning(
-                    "not packed (no row in %s names them): %s", train_csv_path(theme), ", ".join(extra)
+            keep = {e.id for e in good}  # after a skip, the prompt files list only what the shards hold
+            for rel, kept in ((train_csv_path(theme), _kept_csv), (train_metadata_path(theme), _kept_jsonl)):
+                src = posixpath.join(src_root, rel)
+                if not fs.exists(src):
+                    continue
+                data = fs.cat_file(src)
+                if left_out:
+                    data = kept(data.decode("utf-8-sig"), keep).encode("utf-8")
+                out.write_bytes(rel, data)
+                written.append(rel)
+            for kind in ("source", "edited"):
+                names = sorted(e.source_path if kind == "source" else e.edited_path for e in good)  # type: ignore[misc]
+                loose = {
+                    f"{theme}/{kind}_video/{posixpath.basename(p)}"
+                    for p in fs.glob(posixpath.join(src_root, theme, f"{kind}_video", "*.mp4"))
+                }
+                extra = sorted(loose - set(names))
+                if extra:
+                    logger.warning(
+                        "not packed (no row in %s names them): %s", train_csv_path(theme), ", ".join(extra)
+                    )
+                written += _pack_members(
+                    fs,
+                    src_root,
+                    names,
+                    out,
+                    lambda part, k=kind, t=theme: shard_name(t, k, part),
+                    max_shard_bytes,
+                    bar,
                 )
-            written += _pack_members(
-                fs,
-                src_root,
-                names,
-                out,
-                lambda part, k=kind, t=theme: shard_name(t, k, part),
-                max_shard_bytes,
-                progress,
-            )
-        if include_intermediates:
-            written += _pack_intermediates(
-                fs, src_root, theme, out, keep, max_shard_bytes, errors, report, progress
-            )
-        remove_stale_shards(out, theme, written)
+            if include_intermediates:
+                written += _pack_intermediates(
+                    fs, src_root, theme, out, keep, max_shard_bytes, errors, report, bar
+                )
+            remove_stale_shards(out, theme, written, intermediates=include_intermediates)
+    return written
+
+
+def _pack_paired(
+    fs: Any,
+    src_root: str,
+    data_root: Any,
+    theme: str,
+    good: Sequence[Any],
+    out: _Root,
+    max_shard_bytes: float,
+    bar: Any,
+) -> list[str]:
+    """Write ``good`` samples (sorted by id) as paired shards; a sample never straddles two shards."""
+    from .layout import SCORE_FILES
+    from .paired_shards import paired_sample, paired_shard_name
+    from .records import read_jsonl
+
+    meta_rel = train_metadata_path(theme)
+    metadata: dict[str, Any] = {}
+    if fs.exists(posixpath.join(src_root, meta_rel)):
+        # already checked when the entries were read (bad rows reported there)
+        rows = read_jsonl(data_root.read_text(meta_rel), data_root.uri(meta_rel), "skip", SkipReport())
+        metadata = {
+            sid: row["metadata"] for sid, row in rows.items() if isinstance(row.get("metadata"), dict)
+        }
+    scores: dict[str, dict[str, Any]] = {}
+    for name in SCORE_FILES:
+        rel = intermediate_jsonl_path(theme, name)
+        if fs.exists(posixpath.join(src_root, rel)):
+            for sid, row in read_jsonl(
+                data_root.read_text(rel), data_root.uri(rel), "skip", SkipReport()
+            ).items():
+                scores.setdefault(sid, {})[name] = row
+    samples = []
+    for e in sorted(good, key=lambda e: e.id):
+        row = {"task": e.id, "prompt": e.prompt}
+        blob = paired_sample(row, metadata.get(e.id), scores.get(e.id, {}))
+        videos = [posixpath.join(src_root, e.source_path), posixpath.join(src_root, e.edited_path)]
+        sizes = [len(blob), *(fs.size(v) for v in videos)]
+        samples.append((e.id, blob, videos, sizes))
+    parts = plan_parts([sum(_member_bytes(x) for x in s[3]) - 512 for s in samples], max_shard_bytes)
+    written: list[str] = []
+    for part in sorted(set(parts)):
+        rel = paired_shard_name(theme, part)
+        final, tmp = out.full(rel), out.full(rel) + ".partial"
+        with (
+            out.fs.open(tmp, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf,
+        ):
+            tf.copybufsize = 1 << 20
+            for (sid, blob, videos, sizes), p in zip(samples, parts, strict=True):
+                if p != part:
+                    continue
+                tf.addfile(_tar_info(f"{sid}.json", sizes[0]), io.BytesIO(blob))
+                for suffix, path, size in zip((".source.mp4", ".edited.mp4"), videos, sizes[1:], strict=True):
+                    with fs.open(path, "rb") as f:
+                        tf.addfile(_tar_info(f"{sid}{suffix}", size), f)
+                    bar.update(1)
+        out.fs.mv(tmp, final)
+        written.append(rel)
     return written
 
 
@@ -468,7 +564,7 @@ def _pack_intermediates(
     max_shard_bytes: float,
     errors: str,
     report: SkipReport,
-    progress: bool,
+    bar: Any,
 ) -> list[str]:
     """Pack ``intermediate_data/{theme}/{subdir}/`` of the kept ids into shards; check and copy the JSONLs."""
     from .records import read_jsonl
@@ -492,6 +588,8 @@ def _pack_intermediates(
                 continue
             names.append(rel)
         if names:
+            bar.total += len(names)
+            bar.refresh()
             written += _pack_members(
                 fs,
                 src_root,
@@ -499,7 +597,7 @@ def _pack_intermediates(
                 out,
                 lambda part, s=subdir, t=theme: intermediate_shard_name(t, s, part),
                 max_shard_bytes,
-                progress,
+                bar,
             )
     for p in sorted(fs.glob(posixpath.join(src_root, "intermediate_data", theme, "*.jsonl"))):
         rel = f"intermediate_data/{theme}/{posixpath.basename(p)}"
