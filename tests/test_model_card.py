@@ -17,7 +17,10 @@ CARD = Path(__file__).resolve().parents[1] / "model_cards" / "Kiwi-Sparkle" / "R
 def test_model_card_metadata() -> None:
     card = ModelCard.load(CARD)
     data = card.data
-    assert data.library_name == "diffusers"
+    # the Hub's "diffusers" snippet would be DiffusionPipeline.from_pretrained, which cannot load the
+    # folder without remote code: the card names the library whose class loads it (diffusers-format tag)
+    assert data.library_name == "sparkle-video" and "diffusers" in data.tags
+    assert "from sparkle_video import SparkleEditPipeline" in card.text
     assert data.pipeline_tag == "video-to-video"
     assert data.license == "cc-by-4.0"
     assert data.base_model == ["Wan-AI/Wan2.2-TI2V-5B", "Qwen/Qwen2.5-VL-3B-Instruct"]
@@ -55,4 +58,4 @@ def test_push_to_hub_uploads_save_pretrained_output(monkeypatch: pytest.MonkeyPa
     for part in ("transformer", "vae", "mllm_encoder", "source_embedder", "tokenizer", "scheduler"):
         assert any(f.startswith(part + os.sep) for f in files), part
     assert uploaded["index"]["mllm_encoder"] == ["sparkle_video.models.mllm_encoder", "SparkleMLLMEncoder"]
-    assert "library_name: diffusers" in uploaded["readme"]
+    assert "library_name: sparkle-video" in uploaded["readme"]  # diffusers' push keeps the card's
