@@ -135,7 +135,7 @@ def test_nothing_decoded_before_access(train_folder, monkeypatch: pytest.MonkeyP
     assert len(list(load_sparkle(root, streaming=True))) == 6
     assert calls == []
     frames = ds[1]["source_video"].get_frames([0])
-    assert frames.shape[0] == 1 and len(calls) == 2  # metadata + decode, only on access
+    assert frames.shape[0] == 1 and len(calls) == 1  # metadata, then the decode in the same open, on access
 
 
 def test_filters(train_folder) -> None:

@@ -477,9 +477,28 @@ def test_each_open_is_counted_and_metadata_read_once(mp4: Path) -> None:
     r.metadata  # noqa: B018
     r.num_frames  # noqa: B018
     assert r.opens == 1
-    r.get_frames([0])
+    r.get_frames([0])  # the decode after a header read reuses the probe's container: the file is read once
+    assert r.opens == 1
+    r.get_frames([1])  # later decodes open again
     assert r.opens == 2
     assert repr(r) == f"VideoReader({str(mp4)!r}, 17 frames, 96x64 @ 16 fps)"
+
+
+def test_held_probes_are_bounded_and_not_pickled(mp4: Path) -> None:
+    import pickle
+
+    from sparkle_video.data import video as video_module
+
+    readers = [VideoReader(mp4) for _ in range(video_module.MAX_HELD_PROBES + 5)]
+    for r in readers:
+        r.num_frames  # noqa: B018 - each header read holds its container
+    held = [r for r in readers if r._held is not None]
+    assert held == readers[-video_module.MAX_HELD_PROBES :]  # the oldest were closed
+    again = pickle.loads(pickle.dumps(readers[-1]))
+    assert again._held is None and again.num_frames == 17 and again.opens == 1
+    readers[-1].close()
+    assert readers[-1]._held is None
+    np.testing.assert_array_equal(readers[0].get_frames([3]), readers[-1].get_frames([3]))
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:

@@ -137,7 +137,10 @@ def test_remote_file_larger_than_the_cache_is_streamed_in_range(
     assert member.num_frames == 9
     np.testing.assert_array_equal(member.get_frames(None), frames)
     assert len(remote_cache) == 0  # not kept: every open streams again
-    # one request per open (the read buffer holds the whole small member), never past its end
+    # one request per open (the read buffer holds the whole small member), never past its end; the
+    # decode right after the header read reuses the probe's open container
+    assert store.fetches == [("bucket/shard.tar", 600, 600 + len(mp4_bytes))]
+    member.get_frames([1])
     assert store.fetches == [("bucket/shard.tar", 600, 600 + len(mp4_bytes))] * 2
 
 
@@ -269,7 +272,10 @@ def test_byte_range_is_read_in_one_read_per_open(mp4_bytes: bytes, frames: np.nd
     member = VideoReader(lambda: CountingFile(HEAD + mp4_bytes + TAIL), offset=600, size=len(mp4_bytes))
     assert member.num_frames == 9
     np.testing.assert_array_equal(member.get_frames([8]), frames[[8]])
-    assert reads == [len(mp4_bytes)] * 2  # the whole member through the read buffer, once per open
+    # the whole member through the read buffer, once: the decode reuses the header probe's container
+    assert reads == [len(mp4_bytes)]
+    np.testing.assert_array_equal(member.get_frames([7]), frames[[7]])
+    assert reads == [len(mp4_bytes)] * 2  # a second decode opens (and reads) again
 
 
 def test_empty_byte_range_is_not_a_video(tmp_path: Path, mp4_bytes: bytes) -> None:

@@ -39,6 +39,8 @@ VERIFY_MODES = ("none", "size", "metadata")
 LAYOUTS = ("auto", "folder", "shards")
 #: Rows per work unit for folder layouts (units are what streaming splits across workers and ranks).
 FOLDER_UNIT_ROWS = 64
+#: Units a folder theme is cut into at least (when it has that many rows).
+MIN_FOLDER_UNITS = 8
 
 
 def empty_ref() -> dict[str, Any]:
@@ -210,8 +212,10 @@ def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: Sk
                 Unit(theme, "tar-stream" if streaming else "tar-index", entries, src_shards, edt_shards)
             )
         else:
-            for start in range(0, max(len(entries), 1), FOLDER_UNIT_ROWS):
-                chunk = entries[start : start + FOLDER_UNIT_ROWS]
+            # small folders still split into a few units, so DataLoader workers all get work
+            step = min(FOLDER_UNIT_ROWS, max(1, -(-len(entries) // MIN_FOLDER_UNITS)))
+            for start in range(0, max(len(entries), 1), step):
+                chunk = entries[start : start + step]
                 if chunk:
                     units.append(Unit(theme, "folder", chunk))
     return units

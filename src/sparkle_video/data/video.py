@@ -44,6 +44,10 @@ MODEL_MAX_FRAMES = 81
 MODEL_SIZE_MULTIPLE = 32
 #: swscale filter used when frames are resized while being converted (area averaging for downscales).
 RESIZE_INTERPOLATION = "AREA"
+#: FFmpeg decoder threading. PyAV's default, slice threads: frame threads ("AUTO") conceal a damaged packet
+#: (the decode ends early instead of raising at the frame), and on 2 cores measured no faster with colour
+#: conversion running beside the decoder (see benchmarks/decode.py).
+DECODE_THREAD_TYPE = "SLICE"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,59 @@ class _RangeFile(io.RawIOBase):
             super().close()
 
 
+class _HeadCachedFile(io.RawIOBase):
+    """A local file that keeps its first ``HEAD_CACHE_BYTES`` in memory once read.
+
+    Opening an mp4 whose index sits at the end reads the first block, jumps to the index, then reads
+    the media from the start again: without the cache the first block is read from disk twice (about
+    6% of a 0.5 MB Sparkle clip).
+    """
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+        self._head = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._pos = max(pos, 0)
+        elif whence == io.SEEK_CUR:
+            self._pos = max(self._pos + pos, 0)
+        else:
+            self._pos = self._raw.seek(pos, whence)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._pos == 0 and not self._head:  # the first block: read it once and keep it
+            self._raw.seek(0)
+            self._head = self._raw.read(HEAD_CACHE_BYTES)
+        if self._pos < len(self._head):
+            n = min(len(view), len(self._head) - self._pos)
+            view[:n] = self._head[self._pos : self._pos + n]
+            self._pos += n
+            return n
+        self._raw.seek(self._pos)
+        n = self._raw.readinto(view)  # type: ignore[attr-defined]
+        self._pos += n or 0
+        return n or 0
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
 class _Borrowed(io.RawIOBase):
     """A caller's file object, used without closing it (the caller owns it)."""
 
@@ -138,9 +195,11 @@ def _open_binary(path: str, storage_options: dict | None) -> IO[bytes]:
         import fsspec
 
         return fsspec.open(path, "rb", **(storage_options or {})).open()
-    return open(path, "rb")
+    return _HeadCachedFile(open(path, "rb", buffering=0))
 
 
+#: Bytes of a local video's start kept in memory while it is open (see ``_HeadCachedFile``).
+HEAD_CACHE_BYTES = 64 * 1024
 #: Protocols read in place, never copied into the remote cache.
 _LOCAL_PROTOCOLS = ("file", "local", "memory")
 
@@ -243,6 +302,38 @@ def _open_remote(path: str, offset: int, size: int | None, storage_options: dict
     return io.BytesIO(data)
 
 
+#: Readers holding their header probe's container open, oldest first; at most ``MAX_HELD_PROBES``, so
+#: reading the headers of many videos (a pack check, a listing) never keeps many files open.
+MAX_HELD_PROBES = 8
+_HELD_PROBES: dict[int, Any] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _close_quietly(container: Any, f: IO[bytes]) -> None:
+    try:
+        container.close()
+    finally:
+        f.close()
+
+
+def _hold_probe(reader: VideoReader) -> None:
+    """Remember ``reader`` as holding an open probe; close the oldest holders beyond the cap."""
+    import weakref
+
+    evicted = []
+    with _HELD_LOCK:
+        _HELD_PROBES[id(reader)] = weakref.ref(reader)
+        while len(_HELD_PROBES) > MAX_HELD_PROBES:
+            ref = _HELD_PROBES.pop(next(iter(_HELD_PROBES)))
+            old = ref()
+            if old is not None and old._held is not None:
+                evicted.append(old)
+    for old in evicted:
+        held, old._held = old._held, None
+        if held is not None:
+            _close_quietly(*held)
+
+
 class VideoReader:
     """Lazily decoded video from a path, fsspec URL, bytes, binary file object, or a byte range.
 
@@ -278,8 +369,21 @@ class VideoReader:
         if not isinstance(self.name, str):
             self.name = "<video>"
         self._metadata: VideoMetadata | None = None
+        self._held: tuple[Any, IO[bytes]] | None = None  # the header probe's container, kept for one decode
         self.frames_decoded = 0
         self.opens = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_held"] = None  # an open container does not travel (e.g. to DataLoader workers)
+        return state
+
+    def close(self) -> None:
+        """Close the container kept open since the header was read (it is also closed when unused)."""
+        held, self._held = self._held, None
+        if held is not None:
+            _HELD_PROBES.pop(id(self), None)
+            _close_quietly(*held)
 
     # -- opening -------------------------------------------------------------------------------
     @property
@@ -318,6 +422,10 @@ class VideoReader:
         return raw
 
     def _open_container(self) -> tuple[Any, IO[bytes]]:
+        held, self._held = self._held, None
+        if held is not None:  # the header probe's container: the bytes it read are not read again
+            _HELD_PROBES.pop(id(self), None)
+            return held
         f = self._open_file()
         self.opens += 1
         try:
@@ -347,36 +455,50 @@ class VideoReader:
 
     def _read_metadata(self) -> VideoMetadata:
         container, f = self._open_container()
+        keep = False
         try:
-            stream = container.streams.video[0]
-            ctx = stream.codec_context
-            rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-            fps = float(rate) if rate else 0.0
-            n = int(stream.frames or 0)
-            if n <= 0:  # container has no frame count: count packets (demux only, no decode)
-                n = sum(1 for p in container.demux(stream) if p.size > 0)
-            if n <= 0:
-                raise SparkleDataError("video stream holds no frames", path=self.name)
-            if not ctx.width or not ctx.height:  # e.g. junk that a lenient demuxer still probes as an image
-                raise SparkleDataError("video stream has no frame size (not a real video)", path=self.name)
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif fps > 0:
-                duration = n / fps
-            else:
-                duration = 0.0
-            return VideoMetadata(
-                num_frames=n,
-                fps=fps,
-                width=int(ctx.width),
-                height=int(ctx.height),
-                duration=duration,
-                codec=str(ctx.name),
-                pix_fmt=ctx.pix_fmt,
-            )
+            metadata, demuxed = self._metadata_of(container)
+            # a decode usually follows the header read (``num_frames`` then ``get_frames``): keep the
+            # container, so the file is read once; never after demuxing (it is no longer at the start)
+            keep = not demuxed
+            return metadata
         finally:
-            container.close()
-            f.close()
+            if keep:
+                self._held = (container, f)
+                _hold_probe(self)
+            else:
+                _close_quietly(container, f)
+
+    def _metadata_of(self, container: Any) -> tuple[VideoMetadata, bool]:
+        """The video stream's metadata, and whether packets had to be demuxed to count its frames."""
+        demuxed = False
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        n = int(stream.frames or 0)
+        if n <= 0:  # container has no frame count: count packets (demux only, no decode)
+            demuxed = True
+            n = sum(1 for p in container.demux(stream) if p.size > 0)
+        if n <= 0:
+            raise SparkleDataError("video stream holds no frames", path=self.name)
+        if not ctx.width or not ctx.height:  # e.g. junk that a lenient demuxer still probes as an image
+            raise SparkleDataError("video stream has no frame size (not a real video)", path=self.name)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif fps > 0:
+            duration = n / fps
+        else:
+            duration = 0.0
+        return VideoMetadata(
+            num_frames=n,
+            fps=fps,
+            width=int(ctx.width),
+            height=int(ctx.height),
+            duration=duration,
+            codec=str(ctx.name),
+            pix_fmt=ctx.pix_fmt,
+        ), demuxed
 
     @property
     def num_frames(self) -> int:
@@ -453,6 +575,7 @@ class VideoReader:
         index = -1
         try:
             stream = container.streams.video[0]
+            stream.thread_type = DECODE_THREAD_TYPE
             h, w = size if size is not None else (stream.codec_context.height, stream.codec_context.width)
             out = np.empty((len(distinct), int(h), int(w), 3), dtype=np.uint8)
 
@@ -501,6 +624,7 @@ class VideoReader:
         container, f = self._open_container()
         try:
             stream = container.streams.video[0]
+            stream.thread_type = DECODE_THREAD_TYPE
             for frame in container.decode(stream):
                 self.frames_decoded += 1
                 yield _to_rgb(frame, kwargs)
@@ -520,6 +644,7 @@ class VideoReader:
         container, f = self._open_container()
         try:
             stream = container.streams.video[0]
+            stream.thread_type = DECODE_THREAD_TYPE
             for index, frame in enumerate(container.decode(stream)):
                 if stop is not None and index >= stop:
                     break
