@@ -51,31 +51,34 @@ def _rebuild(message: str, path: str | None, code: int | None) -> SparkleWriteEr
     return SparkleWriteError(message, path=path, code=code)
 
 
-def os_error_line(e: OSError, path: str | os.PathLike | None = None) -> str:
-    """``PATH: meaning (ENAME)``: the line an OS error ends a command with (``path`` where ``e`` names none)."""
-    if isinstance(e, SparkleWriteError):
-        return e.message
+def _line(where: str | os.PathLike | None, e: OSError) -> str:
     code = e.errno if isinstance(e.errno, int) else None
     name = errno_codes.errorcode.get(code, str(code)) if code else type(e).__name__
     meaning = os.strerror(code) if code else (e.strerror or str(e) or type(e).__name__)
-    where = e.filename if e.filename is not None else path
     line = f"{os.fspath(where) if where is not None else '(no path)'}: {meaning} ({name})"
     return " ".join(line.split())  # one line, whatever the library put in its message
 
 
+def os_error_line(e: OSError, path: str | os.PathLike | None = None) -> str:
+    """``PATH: meaning (ENAME)``: the line an OS error ends a command with (``path`` where ``e`` names none)."""
+    if isinstance(e, SparkleWriteError):
+        return e.message
+    return _line(e.filename if e.filename is not None else path, e)
+
+
 def write_error(e: OSError, path: str | os.PathLike | None = None) -> SparkleWriteError:
-    """``e`` as a :class:`SparkleWriteError` (unchanged if it is one already)."""
+    """``e`` as a :class:`SparkleWriteError` naming ``path`` (the file the caller was writing: the final
+    name rather than a temporary one), or the file the system named; unchanged if it is one already."""
     if isinstance(e, SparkleWriteError):
         return e
-    code = e.errno if isinstance(e.errno, int) else None
-    where = e.filename if e.filename is not None else path
-    return SparkleWriteError(os_error_line(e, path), path=where, code=code)
+    where = path if path is not None else e.filename
+    return SparkleWriteError(_line(where, e), path=where, code=e.errno if isinstance(e.errno, int) else None)
 
 
 @contextlib.contextmanager
-def os_errors(path: str | os.PathLike) -> Iterator[None]:
+def os_errors(path: str | os.PathLike | None) -> Iterator[None]:
     """Turn an ``OSError`` raised inside the block into a :class:`SparkleWriteError` naming ``path``
-    (or the file the system named); PyAV's and fsspec's OS errors are ``OSError`` too."""
+    (the file the system named where ``path`` is ``None``); PyAV's and fsspec's are ``OSError`` too."""
     try:
         yield
     except SparkleWriteError:
