@@ -127,6 +127,11 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _file(fd: int) -> IO[bytes]:
+    """The file object over a temporary file's descriptor (one place, so tests can fill the disk)."""
+    return os.fdopen(fd, "wb")
+
+
 @contextlib.contextmanager
 def atomic_open(
     path: str | os.PathLike, root: str | os.PathLike | None = None, *, fsync: bool = True
@@ -145,7 +150,7 @@ def atomic_open(
             inside(root, final)  # the folders made just now cannot have become links, but a race could
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f, os_errors(final):
+        with _file(fd) as f, os_errors(final):
             yield f
             f.flush()
             if fsync:
