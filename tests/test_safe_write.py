@@ -96,9 +96,11 @@ def test_append_refuses_any_symlink_and_appends_otherwise(tmp_path: Path, outsid
     for target in (outside / "keep.txt", real):  # out of the folder, or even inside it
         link = tmp_path / f"link-{target.name}"
         link.symlink_to(target)
-        with pytest.raises(SparkleWriteError, match=rf"^refusing to write {link}: it is a symbolic link$"):
-            with safe_write.open_append(link) as f:
-                f.write(b"x\n")
+        refused = pytest.raises(
+            SparkleWriteError, match=rf"^refusing to write {link}: it is a symbolic link$"
+        )
+        with refused, safe_write.open_append(link) as f:
+            f.write(b"x\n")
     assert (outside / "keep.txt").read_text() == "untouched" and real.read_bytes() == b"one\ntwo\n"
 
 
@@ -143,7 +145,7 @@ def test_bench_infer_refuses_a_theme_folder_linked_out(bench, tmp_path: Path, ou
 
 
 def test_result_scans_do_not_read_through_a_link_out(bench, tmp_path: Path, outside: Path) -> None:
-    root, info = bench
+    _, info = bench
     elsewhere = tmp_path / "elsewhere"
     write_results(elsewhere, info, "lively")
     results = tmp_path / "results"
@@ -160,14 +162,16 @@ def test_score_records_refuse_a_linked_file(tmp_path: Path, outside: Path) -> No
     records = tmp_path / "results" / "time_gpt_sparkle_score.jsonl"
     records.parent.mkdir()
     records.symlink_to(outside / "keep.txt")
-    with pytest.raises(SparkleWriteError, match=r"^refusing to write .*/time_gpt_sparkle_score\.jsonl: it leads"):
+    with pytest.raises(
+        SparkleWriteError, match=r"^refusing to write .*/time_gpt_sparkle_score\.jsonl: it leads"
+    ):
         RecordWriter().append(records, {"id": "a", "scores": [1, 2, 3]})
     assert (outside / "keep.txt").read_text() == "untouched"
     inner = records.with_name("other.jsonl")
     inner.write_text("")
     records.unlink()
     records.symlink_to(inner)  # a link inside the folder: still not appended through
-    with pytest.raises(SparkleWriteError, match="score.jsonl: it is a symbolic link$"):
+    with pytest.raises(SparkleWriteError, match=r"score\.jsonl: it is a symbolic link$"):
         RecordWriter().append(records, {"id": "a", "scores": [1, 2, 3]})
     assert inner.read_text() == ""
 
@@ -207,7 +211,7 @@ def test_dataset_writer_and_shards_stay_inside(tmp_path: Path, outside: Path) ->
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "location_source_video_part00.tar").symlink_to(outside / "keep.txt")
-    with pytest.raises(SparkleWriteError, match="location_source_video_part00.tar: it leads outside"):
+    with pytest.raises(SparkleWriteError, match=r"location_source_video_part00\.tar: it leads outside"):
         pack_shards(good, shards, progress=False)
     assert (outside / "keep.txt").read_text() == "untouched"
 
