@@ -127,8 +127,9 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _file(fd: int) -> IO[bytes]:
-    """The file object over a temporary file's descriptor (one place, so tests can fill the disk)."""
+def _file(fd: int, tmp: Path) -> IO[bytes]:
+    """The file object over the descriptor of the temporary file ``tmp`` (one place, so that tests can
+    fill the disk under any writer)."""
     return os.fdopen(fd, "wb")
 
 
@@ -150,7 +151,7 @@ def atomic_open(
             inside(root, final)  # the folders made just now cannot have become links, but a race could
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
     try:
-        with _file(fd) as f, os_errors(final):
+        with _file(fd, tmp) as f, os_errors(final):
             yield f
             f.flush()
             if fsync:

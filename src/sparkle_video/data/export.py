@@ -9,11 +9,12 @@ The Hub folder stores each theme as Parquet with the mp4 bytes embedded and a ``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,13 +213,13 @@ class _ParquetParts:
             if self.root is not None and _is_local(self.fs):
                 safe_write.inside(self.root, path)
             self.tmp = posixpath.join(self.folder, safe_write.temp_sibling(path).name)
-            with safe_write.os_errors(path):  # written under a temporary name, renamed when complete
+            self.written.append(path)
+            with self._aborting(), safe_write.os_errors(path):  # a temporary name, renamed when complete
                 self.fs.makedirs(self.folder, exist_ok=True)
                 self.handle = self.fs.open(self.tmp, "wb")
-            self.writer = pq.ParquetWriter(self.handle, HUB_SCHEMA, **PARQUET_OPTIONS)
-            self.written.append(path)
+                self.writer = pq.ParquetWriter(self.handle, HUB_SCHEMA, **PARQUET_OPTIONS)
         table = pa.Table.from_pylist(self.rows, schema=HUB_SCHEMA)
-        with safe_write.os_errors(self.written[-1]):
+        with self._aborting(), safe_write.os_errors(self.written[-1]):
             self.writer.write_table(table)
         self.file_bytes += table.nbytes
         self.total_bytes += table.nbytes
@@ -233,7 +234,7 @@ class _ParquetParts:
 
     def _close_file(self) -> None:
         if self.writer is not None:
-            with safe_write.os_errors(self.written[-1]):
+            with self._aborting(), safe_write.os_errors(self.written[-1]):
                 self.writer.close()
                 if _is_local(self.fs):
                     self.handle.flush()
@@ -241,6 +242,21 @@ class _ParquetParts:
                 self.handle.close()
                 self.fs.mv(self.tmp, self.written[-1])
             self.writer = self.handle = self.tmp = None
+
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """On a write error (a full disk), drop the unfinished part file: no temporary is left behind."""
+        try:
+            yield
+        except OSError:
+            with contextlib.suppress(Exception):
+                if self.handle is not None:
+                    self.handle.close()
+            with contextlib.suppress(Exception):
+                if self.tmp is not None and self.fs.exists(self.tmp):
+                    self.fs.rm(self.tmp)
+            self.writer = self.handle = self.tmp = None
+            raise
 
 
 def _is_local(fs: Any) -> bool:
