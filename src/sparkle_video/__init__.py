@@ -16,6 +16,7 @@ from .data.video import (
     write_video,
 )
 from .errors import SkipReport, SparkleDataError, SparkleHubError
+from .safe_write import SparkleWriteError
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "SkipReport",
     "SparkleDataError",
     "SparkleHubError",
+    "SparkleWriteError",
     "VideoMetadata",
     "VideoReader",
     "__version__",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import SparkleDataError, SparkleHubError
+from .safe_write import SparkleWriteError, os_error_line
 
 #: Modules that each define ``add_commands(subparsers)``; their parsers set ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -55,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (SparkleDataError, SparkleHubError) as e:
+    except (SparkleDataError, SparkleHubError, SparkleWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a read-only folder...: the path and the errno's meaning
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except ValueError as e:  # bad arguments found past argparse: one line, argparse's exit code
         print(f"error: {e}", file=sys.stderr)

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from .. import safe_write
 from ..data.layout import judge_result_name
 from ..data.video import VideoReader
 from .results import ResultEntry, ResultSet, frame_counts, mp4_problem, scan_results
@@ -373,9 +374,9 @@ class RecordWriter:
 
     def append(self, path: Path, record: Mapping[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=self.ensure_ascii) + "\n"
-        with self._lock:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "ab+") as f:  # bytes: a crash may have cut the last line inside a character
+        with self._lock:  # noqa: SIM117 - the lock first, then the file
+            # bytes: a crash may have cut the last line inside a character; a symlinked file is refused
+            with safe_write.open_append(path, path.parent) as f:
                 if f.seek(0, os.SEEK_END) > 0:  # do not glue onto a line a crash left unterminated
                     f.seek(-1, os.SEEK_END)
                     if f.read(1) != b"\n":

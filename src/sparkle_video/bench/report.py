@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .. import safe_write
 from ..data.video import VideoReader
 from .judge import load_judge_records, summarize, summary_file_name
 from .metrics import METRIC_NAMES
@@ -393,10 +394,7 @@ judge-free metrics (0-1, higher is better; BgDyn higher = livelier background).<
 </body></html>
 """
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     md_path = out_path.with_suffix(".md")
-    tmp = out_path.with_name(out_path.name + ".partial")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, out_path)
-    md_path.write_text(markdown, encoding="utf-8")
+    safe_write.write_text(out_path, doc, out_path.parent)  # whole or not at all
+    safe_write.write_text(md_path, markdown, out_path.parent)
     return out_path, md_path

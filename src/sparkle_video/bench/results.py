@@ -8,6 +8,7 @@ missing source video, missing metadata).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 
 from ..data.layout import BENCH_THEMES, bench_result_path, safe_relpath
 from ..errors import SparkleDataError
+
+logger = logging.getLogger("sparkle_video.bench")
 
 EDITED_SUFFIX = "_edited.mp4"
 
@@ -77,6 +80,8 @@ class ResultSet:
     missing_source: list[str] = field(default_factory=list)
     missing_metadata: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    #: Result paths that a symlink leads out of ``save_dir`` (not read: they are not this folder's).
+    outside: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -85,6 +90,7 @@ class ResultSet:
             "missing_source": len(self.missing_source),
             "missing_metadata": len(self.missing_metadata),
             "unexpected": len(self.unexpected),
+            "outside": len(self.outside),
         }
 
     def problems(self) -> dict[str, list[str]]:
@@ -94,6 +100,7 @@ class ResultSet:
             "missing_source": list(self.missing_source),
             "missing_metadata": list(self.missing_metadata),
             "unexpected": list(self.unexpected),
+            "outside": list(self.outside),
         }
 
 
@@ -152,8 +159,15 @@ def frame_counts(entry: ResultEntry, max_frames: int = MAX_COMPARED_FRAMES) -> t
     return (n_src, n_edit) if n_edit < n_src else None
 
 
+def leads_inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` resolves under ``root`` (a symlinked theme folder or file may lead elsewhere)."""
+    base, resolved = root.resolve(), path.resolve()
+    return resolved == base or base in resolved.parents
+
+
 def find_edited_files(save_dir: Path) -> list[str]:
-    """Every ``*_edited.mp4`` under ``save_dir``, relative and POSIX-style."""
+    """Every ``*_edited.mp4`` under ``save_dir``, relative and POSIX-style (symlinked folders are not
+    walked into)."""
     out = []
     for dirpath, _, files in os.walk(save_dir):
         for name in files:
@@ -188,7 +202,10 @@ def scan_results(
             continue
         expected.add(rel)
         path = root / rel
-        if not path.is_file() or path.stat().st_size == 0:
+        if not leads_inside(root, path):
+            result.outside.append(rel)
+            logger.warning("results: %s leads outside %s (to %s): not read", rel, root, path.resolve())
+        elif not path.is_file() or path.stat().st_size == 0:
             result.missing_edited.append(sid)
         elif not source_exists(row):
             result.missing_source.append(sid)

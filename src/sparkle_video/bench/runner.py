@@ -1,8 +1,10 @@
 """Run an editor over Sparkle-Bench and write the official result layout.
 
-Each output is written to a temporary name and renamed, so a killed run leaves no half-written mp4 under
-the official name; finished ids are skipped on the next run (resume), and ``rank``/``num_ranks`` split the
-work deterministically so several processes or GPUs can share one result folder.
+Each output is written to a temporary name and renamed, so a killed run or a full disk leaves no
+half-written mp4 under the official name; a result path that a symlink leads out of the folder is
+refused, and a write error (a full disk) stops the run in one line instead of failing every sample.
+Finished ids are skipped on the next run (resume), and ``rank``/``num_ranks`` split the work
+deterministically so several processes or GPUs can share one result folder.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data.video import write_video
 from ..errors import check_error_mode
+from ..safe_write import SparkleWriteError, inside, os_errors
 from .editors import Editor, to_uint8_frames
 from .results import result_relpath
 
@@ -95,20 +98,23 @@ def run_inference(
     """
     check_error_mode(errors)
     root = Path(save_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    with os_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
     mine, other = shard_rows(rows, rank, num_ranks)
     report = InferenceReport(other_ranks=other)
     bar = tqdm(mine, desc=f"bench infer (rank {rank}/{num_ranks})", unit="video", disable=not progress)
     for row in bar:
         sid = str(row["id"])
         try:
-            target = root / result_relpath(row)
+            target = inside(root, root / result_relpath(row))  # a linked-out theme folder is refused
             remove_stale_partials(target)
             if target.is_file() and target.stat().st_size > 0 and not overwrite:
                 report.skipped_existing.append(sid)
                 continue
             frames = to_uint8_frames(editor(row["source_video"], str(row["prompt"])))
             write_video(frames, target, fps=fps, crf=crf)
+        except SparkleWriteError:  # a full disk or a link out of the folder: every sample would fail
+            raise
         except Exception as e:  # one bad sample must not lose the others
             if errors == "raise":
                 raise

@@ -54,8 +54,9 @@ def _load_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[tu
 
 def _dump(obj: Any, path: str | None) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        from ..safe_write import write_json
+
+        write_json(path, obj, indent=2, ensure_ascii=False)
 
 
 # -- infer ---------------------------------------------------------------------------------------

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import json
-import os
 import sys
 from typing import Any
 
@@ -231,16 +229,9 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def os_error_line(e: OSError) -> str:
-    """``PATH: meaning (ENAME)`` for an OS error: the one line a full disk or a bad folder ends with."""
-    name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
-    meaning = os.strerror(e.errno) if e.errno else str(e)
-    where = e.filename if e.filename is not None else "(no path)"
-    return f"{where}: {meaning} ({name})"
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Run ``train``; a refused run or an OS error (full disk, ...) ends in one ``error:`` line, exit 1."""
+    from ..safe_write import os_error_line
     from ..training.loop import TrainingError
 
     try:

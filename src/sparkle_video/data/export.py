@@ -9,10 +9,12 @@ The Hub folder stores each theme as Parquet with the mp4 bytes embedded and a ``
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 
+from .. import safe_write
 from ..errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .catalog import LoadOptions, available_themes, read_entries
 from .hub_folder import _VIDEO_COLUMNS, HUB_FEATURES, HUB_SCHEMA
@@ -115,11 +118,11 @@ def export_kiwi_csv(
                 path=root_abs,
             )
         rows += kiwi_rows(root_abs, read_entries(data_root, theme, options, report), base, errors, report)
-    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(out_csv))), exist_ok=True)
-    with open(out_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    safe_write.write_text(out_csv, buf.getvalue())  # whole or not at all: a full disk leaves no half CSV
     return len(rows)
 
 
@@ -193,6 +196,9 @@ class _ParquetParts:
     writer: pq.ParquetWriter | None = None
     handle: Any = None
     written: list[str] = field(default_factory=list)
+    #: The export root: local part files must stay inside it (a linked-out ``data/THEME`` is refused).
+    root: str | None = None
+    tmp: str | None = None
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -204,12 +210,17 @@ class _ParquetParts:
             return
         if self.writer is None:
             path = posixpath.join(self.folder, f"train-{self.part:05d}.parquet")
-            self.fs.makedirs(self.folder, exist_ok=True)
-            self.handle = self.fs.open(path, "wb")
-            self.writer = pq.ParquetWriter(self.handle, HUB_SCHEMA, **PARQUET_OPTIONS)
+            if self.root is not None and _is_local(self.fs):
+                safe_write.inside(self.root, path)
+            self.tmp = posixpath.join(self.folder, safe_write.temp_sibling(path).name)
             self.written.append(path)
+            with self._aborting(), safe_write.os_errors(path):  # a temporary name, renamed when complete
+                self.fs.makedirs(self.folder, exist_ok=True)
+                self.handle = self.fs.open(self.tmp, "wb")
+                self.writer = pq.ParquetWriter(self.handle, HUB_SCHEMA, **PARQUET_OPTIONS)
         table = pa.Table.from_pylist(self.rows, schema=HUB_SCHEMA)
-        self.writer.write_table(table)
+        with self._aborting(), safe_write.os_errors(self.written[-1]):
+            self.writer.write_table(table)
         self.file_bytes += table.nbytes
         self.total_bytes += table.nbytes
         self.rows = []
@@ -223,9 +234,34 @@ class _ParquetParts:
 
     def _close_file(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.handle.close()
-            self.writer = self.handle = None
+            with self._aborting(), safe_write.os_errors(self.written[-1]):
+                self.writer.close()
+                if _is_local(self.fs):
+                    self.handle.flush()
+                    os.fsync(self.handle.fileno())
+                self.handle.close()
+                self.fs.mv(self.tmp, self.written[-1])
+            self.writer = self.handle = self.tmp = None
+
+    @contextlib.contextmanager
+    def _aborting(self) -> Iterator[None]:
+        """On a write error (a full disk), drop the unfinished part file: no temporary is left behind."""
+        try:
+            yield
+        except OSError:
+            with contextlib.suppress(Exception):
+                if self.handle is not None:
+                    self.handle.close()
+            with contextlib.suppress(Exception):
+                if self.tmp is not None and self.fs.exists(self.tmp):
+                    self.fs.rm(self.tmp)
+            self.writer = self.handle = self.tmp = None
+            raise
+
+
+def _is_local(fs: Any) -> bool:
+    proto = fs.protocol
+    return "file" in ((proto,) if isinstance(proto, str) else tuple(proto))
 
 
 def hub_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +319,7 @@ def export_hub_folder(
         theme = row["theme"]
         if theme not in parts:
             folder = posixpath.join(out_path, "data", theme)
-            parts[theme] = _ParquetParts(fs, folder, rows_per_group, max_file_bytes)
+            parts[theme] = _ParquetParts(fs, folder, rows_per_group, max_file_bytes, root=out_path)
         parts[theme].add(exported)
         counts[theme] = counts.get(theme, 0) + 1
     for p in parts.values():
@@ -292,6 +328,10 @@ def export_hub_folder(
         raise SparkleDataError("nothing to export: no sample survived loading", path=os.fspath(source))
     data = hub_card_data(counts, pretty_name, {t: p.total_bytes for t, p in parts.items()})
     card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{card_text or DEFAULT_CARD_TEXT}")
-    with fs.open(posixpath.join(out_path, "README.md"), "wb") as f:
-        f.write(str(card).encode("utf-8"))
+    readme = posixpath.join(out_path, "README.md")
+    if _is_local(fs):
+        safe_write.write_text(readme, str(card), out_path)
+    else:
+        with safe_write.os_errors(readme), fs.open(readme, "wb") as f:
+            f.write(str(card).encode("utf-8"))
     return os.fspath(out_dir)

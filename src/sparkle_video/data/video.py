@@ -8,6 +8,7 @@ helper thread so that colour conversion and resizing overlap decoding (swscale r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -22,6 +23,7 @@ import av
 import numpy as np
 
 from ..errors import SparkleDataError, SparkleHubError
+from ..safe_write import os_errors
 from .display import (
     HTML_HEIGHT,
     HTML_MAX_BYTES,
@@ -751,7 +753,7 @@ def write_video(
 
     Odd sizes are padded by one pixel (yuv420p needs even sizes). When ``path`` is a filesystem path
     the file is written to a temporary name and renamed, so a killed process never leaves a
-    half-written mp4 behind.
+    half-written mp4 behind, and an OS error (a full disk) is a ``SparkleWriteError`` naming ``path``.
     """
     from fractions import Fraction
 
@@ -759,14 +761,18 @@ def write_video(
     target: str | IO[bytes]
     if isinstance(path, (str, os.PathLike)):
         final = os.fspath(path)
-        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        with os_errors(final):
+            Path(final).parent.mkdir(parents=True, exist_ok=True)
         tmp = f"{final}.partial-{os.getpid()}-{threading.get_ident()}.mp4"
         target = tmp
     else:
         target = path
     rate = Fraction(fps).limit_denominator(1001)
     try:
-        with av.open(target, mode="w", format="mp4") as container:
+        with (
+            os_errors(final) if tmp is not None else contextlib.nullcontext(),
+            av.open(target, mode="w", format="mp4") as container,
+        ):
             stream = None
             for frame in frames:
                 arr = np.ascontiguousarray(frame)
@@ -791,7 +797,8 @@ def write_video(
             for packet in stream.encode():
                 container.mux(packet)
         if tmp is not None:
-            os.replace(tmp, final)
+            with os_errors(final):
+                os.replace(tmp, final)
             tmp = None
     finally:
         if tmp is not None and os.path.exists(tmp):

@@ -6,6 +6,7 @@ also write. Roots may be local folders or any fsspec URL.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,14 +14,15 @@ import logging
 import os
 import posixpath
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import safe_write
 from ..errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .layout import (
     BENCH_CSV_COLUMNS,
@@ -114,13 +116,42 @@ class _Root:
     def full(self, rel: str) -> str:
         return posixpath.join(self.path, rel)
 
+    @property
+    def local(self) -> bool:
+        """Whether the root is a local folder (where links can lead out and renames are atomic)."""
+        return "file" in _protocols(self.fs)
+
     def write_bytes(self, rel: str, data: bytes) -> None:
+        if self.local:  # whole or not at all, never through a link out of the root
+            safe_write.write_bytes(self.full(rel), data, self.path)
+            return
         self.fs.makedirs(posixpath.dirname(self.full(rel)), exist_ok=True)
-        with self.fs.open(self.full(rel), "wb") as f:
+        with safe_write.os_errors(self.full(rel)), self.fs.open(self.full(rel), "wb") as f:
             f.write(data)
+
+    @contextlib.contextmanager
+    def open_atomic(self, rel: str) -> Iterator[IO[bytes]]:
+        """A file that appears at ``rel`` only once complete (local: fsync + rename; elsewhere: a
+        ``.partial`` name moved into place)."""
+        final = self.full(rel)
+        if self.local:
+            with safe_write.atomic_open(final, self.path) as f:
+                yield f
+            return
+        tmp = final + ".partial"
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        with safe_write.os_errors(final):
+            with self.fs.open(tmp, "wb") as f:
+                yield f
+            self.fs.mv(tmp, final)
 
     def write_text(self, rel: str, text: str) -> None:
         self.write_bytes(rel, text.encode("utf-8"))
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
 def _video_bytes(video: VideoLike, fps: float) -> bytes:
@@ -297,11 +328,9 @@ def _pack_members(
     written: list[str] = []
     for part in sorted(set(parts)):
         rel = shard_for(part)
-        final, tmp = out.full(rel), out.full(rel) + ".partial"
-        out.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         members = [(n, sz) for n, sz, p in zip(names, sizes, parts, strict=True) if p == part]
         with (
-            out.fs.open(tmp, "wb") as raw,
+            out.open_atomic(rel) as raw,
             tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf,
         ):
             tf.copybufsize = 1 << 20  # 1 MiB copies instead of 16 KiB
@@ -309,7 +338,6 @@ def _pack_members(
                 with fs.open(posixpath.join(src_root, name), "rb") as f:
                     tf.addfile(_tar_info(name, size), f)
                 bar.update(1)
-        out.fs.mv(tmp, final)
         written.append(rel)
     return written
 
@@ -536,9 +564,8 @@ def _pack_paired(
     written: list[str] = []
     for part in sorted(set(parts)):
         rel = paired_shard_name(theme, part)
-        final, tmp = out.full(rel), out.full(rel) + ".partial"
         with (
-            out.fs.open(tmp, "wb") as raw,
+            out.open_atomic(rel) as raw,
             tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tf,
         ):
             tf.copybufsize = 1 << 20
@@ -550,7 +577,6 @@ def _pack_paired(
                     with fs.open(path, "rb") as f:
                         tf.addfile(_tar_info(f"{sid}{suffix}", size), f)
                     bar.update(1)
-        out.fs.mv(tmp, final)
         written.append(rel)
     return written
 

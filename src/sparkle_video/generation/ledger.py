@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .. import safe_write
 
 #: Stage names, in order (also the ledger's folder names).
 STAGES: tuple[str, ...] = ("camera", "frame_edit", "background", "tracking", "final")
@@ -41,23 +42,17 @@ class Outcome:
         return self.status != "failed"
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, then rename it over ``path`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def write_atomic(path: str | os.PathLike, data: bytes, root: str | os.PathLike | None = None) -> None:
+    """Write ``data`` to a temporary sibling, fsync, then rename it over ``path`` (never half-written);
+    refused if ``path`` leads out of ``root`` through a symlink; OS errors as ``SparkleWriteError``."""
+    safe_write.write_bytes(path, data, root)
 
 
-def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+def write_json_atomic(path: str | os.PathLike, value: Any, root: str | os.PathLike | None = None) -> None:
     write_atomic(
-        path, (json.dumps(value, ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode("utf-8")
+        path,
+        (json.dumps(value, ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode("utf-8"),
+        root,
     )
 
 
@@ -81,7 +76,7 @@ class Ledger:
         return Outcome(**data)
 
     def record(self, stage: str, sample_id: str, outcome: Outcome) -> None:
-        write_json_atomic(self.path(stage, sample_id), asdict(outcome))
+        write_json_atomic(self.path(stage, sample_id), asdict(outcome), self.root)
 
     def needs(self, stage: str, sample_id: str) -> bool:
         """True when ``stage`` should run for ``sample_id``: the previous stage passed, this one is not done."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import safe_write
 from ..data.layout import sample_id
 from ..data.writer import SampleRecord, write_sparkle
 from .backends.registry import BackendConfig, backend_config_from_mapping, load_backend_config
@@ -104,7 +105,7 @@ def check_resume(work: Path, options: dict[str, Any]) -> None:
                 "use a new --out folder or the same arguments to resume"
             )
     else:
-        write_json_atomic(path, options)
+        write_json_atomic(path, options, work)
 
 
 def remove_stale_temporaries(work: Path) -> int:
@@ -143,7 +144,7 @@ def check_plan(path: Path, plan: Sequence[PlanItem]) -> None:
             )
             raise ValueError(f"the sources changed since this run started ({diff}); use a new --out folder")
         return
-    write_atomic(path, text.encode("utf-8"))
+    write_atomic(path, text.encode("utf-8"), path.parent)
 
 
 def publish(out: str | Path, plan: Sequence[PlanItem], progress: bool = True) -> list[str]:
@@ -195,9 +196,7 @@ def publish(out: str | Path, plan: Sequence[PlanItem], progress: bool = True) ->
         return []
     write_sparkle(records, scratch, overwrite=True, progress=progress)
     for path in sorted(p for p in scratch.rglob("*") if p.is_file()):
-        target = Path(out) / path.relative_to(scratch)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        safe_write.replace(path, Path(out) / path.relative_to(scratch), out)  # never through a link out
     shutil.rmtree(scratch)
     return [r.id for r in records]
 
@@ -244,7 +243,7 @@ def generate(
     stats = summarise(ws.ledger, [p.id for p in plan], ignored)
     stats["themes"] = list(themes)
     stats["stages_order"] = list(STAGES)
-    write_json_atomic(Path(out) / "stats.json", stats)
+    write_json_atomic(Path(out) / "stats.json", stats, out)
     return RunResult(os.fspath(out), published, stats, format_table(stats), executor, plan)
 
 

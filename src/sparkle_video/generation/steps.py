@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import safe_write
 from ..data.masks import load_mask, pack_mask
 from ..data.video import VideoReader, write_video
 from .backends.protocols import ROLES, EditScore
@@ -129,14 +130,14 @@ class Workspace:
         return json.loads(self.file(sample_id, name).read_text("utf-8"))
 
     def write_json(self, sample_id: str, name: str, value: Any) -> None:
-        write_json_atomic(self.file(sample_id, name), value)
+        write_json_atomic(self.file(sample_id, name), value, self.out)
 
     def write_png(self, sample_id: str, name: str, image: np.ndarray) -> None:
         from PIL import Image
 
         buf = io.BytesIO()
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-        write_atomic(self.file(sample_id, name), buf.getvalue())
+        write_atomic(self.file(sample_id, name), buf.getvalue(), self.out)
 
     def read_png(self, sample_id: str, name: str) -> np.ndarray:
         from PIL import Image
@@ -148,7 +149,7 @@ class Workspace:
         # write_video encodes to a temporary file and renames it
         write_video(
             frames,
-            self.file(sample_id, name),
+            safe_write.inside(self.out, self.file(sample_id, name)),
             fps=fps,
             crf=self.crf,
             preset=self.preset,
@@ -162,7 +163,7 @@ class Workspace:
     def write_mask(self, sample_id: str, name: str, mask: np.ndarray) -> None:
         buf = io.BytesIO()
         np.savez_compressed(buf, **pack_mask(mask))
-        write_atomic(self.file(sample_id, name), buf.getvalue())
+        write_atomic(self.file(sample_id, name), buf.getvalue(), self.out)
 
     def read_mask(self, sample_id: str, name: str) -> np.ndarray:
         return load_mask(self.file(sample_id, name))
@@ -253,11 +254,11 @@ def step_camera(ctx: StageContext, item: PlanItem) -> Outcome:
         and Path(item.source).suffix.lower() == ".mp4"
         and meta.codec == "h264"
     ):
-        target = ws.file(item.id, "source.mp4")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(".source.mp4.tmp")
-        shutil.copyfile(item.source, tmp)
-        tmp.replace(target)
+        with (
+            open(item.source, "rb") as src,
+            safe_write.atomic_open(ws.file(item.id, "source.mp4"), ws.out) as f,
+        ):
+            shutil.copyfileobj(src, f, 1 << 20)
     else:  # keep the first num_frames frames (as the method does), as H.264 mp4 like the published clips
         ws.write_video(item.id, "source.mp4", reader.get_frames(list(range(num_frames))), fps)
     ws.write_json(
@@ -413,7 +414,8 @@ def run_step(stage: str, ctx: StageContext, item: PlanItem) -> Outcome:
     """Run ``stage`` for ``item`` unless the ledger already has its final outcome; record what happened.
 
     Exceptions (a backend that raises or times out included) become a ``failed`` outcome with the error
-    and a short traceback; the run goes on with the next sample.
+    and a short traceback; the run goes on with the next sample. A write error (``SparkleWriteError``:
+    a full disk, a symlink leading out of the output folder) stops the run instead.
     """
     ledger = ctx.workspace.ledger
     done = ledger.get(stage, item.id)
@@ -422,6 +424,8 @@ def run_step(stage: str, ctx: StageContext, item: PlanItem) -> Outcome:
     start = time.perf_counter()
     try:
         outcome = STEPS[stage](ctx, item)
+    except safe_write.SparkleWriteError:  # a full disk or a link out of --out: every sample would fail
+        raise
     except Exception as e:
         tb = traceback.format_exception(type(e), e, e.__traceback__)
         summary = "".join(tb[-3:])[-2000:]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import safe_write
 from ..errors import SkipReport
 from .data import prefetch
 from .export import as_os_error, lora_scaling_of, pipeline_from_state, save_kiwi_checkpoint, save_tensors
@@ -241,12 +242,10 @@ def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
 def inside(out: str | os.PathLike, target: str | os.PathLike) -> Path:
     """``target`` (under ``out``) if it resolves inside ``out``; a one-line ``TrainingError`` if a symlink
     (of ``target`` or a folder on the way) leads out of it. Called before every training-output write."""
-    root = Path(out).resolve()
-    path = Path(target)
-    resolved = path.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise TrainingError(f"refusing to write {path}: it leads outside {out} (to {resolved})")
-    return path
+    try:
+        return safe_write.inside(out, target)
+    except safe_write.SparkleWriteError as e:
+        raise TrainingError(str(e)) from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -347,6 +346,25 @@ def checkpoint_problems(folder: Path) -> list[str]:
                 torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:
             problems.append(f"{f.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return problems
+
+
+def trainable_mismatch(saved: dict[str, Any], current: dict[str, Any], show: int = 3) -> list[str]:
+    """Why checkpoint tensors ``saved`` cannot be copied into parameters ``current`` (empty: they can):
+    names on one side only, and shapes that differ (a changed LoRA rank), a few of each named."""
+    problems = []
+    missing, extra = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    if missing:
+        problems.append(f"{len(missing)} not in the checkpoint, e.g. {', '.join(missing[:show])}")
+    if extra:
+        problems.append(f"{len(extra)} not in this run, e.g. {', '.join(extra[:show])}")
+    shapes = [
+        f"{n} {tuple(saved[n].shape)} -> {tuple(current[n].shape)}"
+        for n in sorted(set(saved) & set(current))
+        if tuple(saved[n].shape) != tuple(current[n].shape)
+    ]
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape, e.g. {', '.join(shapes[:show])}")
     return problems
 
 
@@ -628,10 +646,10 @@ class Trainer:
         else:
             weights = load_file(str(path / "trainable.safetensors"))
             params = trainable_state(acc.unwrap_model(self.module))
-            if set(weights) != set(params):
-                raise ValueError(
-                    f"{path}: trainable parameters differ from this run's "
-                    f"({sorted(set(weights) ^ set(params))[:5]} ...)"
+            problems = trainable_mismatch(weights, params)
+            if problems:  # a changed rank or target list, allowed by --allow-changed-settings
+                raise TrainingError(
+                    f"{path}: its trainable parameters cannot load into this run's ({'; '.join(problems)})"
                 )
             with torch.no_grad():
                 for name, p in params.items():
@@ -640,6 +658,8 @@ class Trainer:
                 torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
             )
         self.lr_scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
+        if changed:  # the loaded states carry the checkpoint's hyperparameters: put this run's back
+            self._apply_hyperparameters()
         if self.ema is not None:
             ema = json.loads((path / "ema.json").read_text())
             shadow = load_file(str(path / "ema.safetensors"))
@@ -659,6 +679,27 @@ class Trainer:
             kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= self.step]
             self.log_path.write_text("".join(ln + "\n" for ln in kept))
         logger.info("resumed from %s at step %d", path, self.step)
+
+    def _apply_hyperparameters(self) -> None:
+        """Set this run's learning rate, schedule and AdamW settings on the optimizer and LR scheduler.
+
+        ``load_state_dict`` restores the checkpoint's (param groups, base rates, even the schedule's
+        warm-up object), so without this an allowed change of ``--lr`` would be recorded but not used.
+        The schedule continues from the step reached: the new rate times the new schedule's factor there.
+        """
+        cfg, world = self.config, self.accelerator.num_processes
+        inner = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler)
+        groups = self.optimizer.param_groups
+        schedule = lr_lambda(cfg.lr_scheduler, cfg.lr_warmup_steps * world, cfg.max_steps * world)
+        inner.lr_lambdas = [copy.deepcopy(schedule) for _ in groups]
+        inner.base_lrs = [cfg.learning_rate for _ in groups]
+        for group, factor in zip(groups, inner.lr_lambdas, strict=True):
+            group["initial_lr"] = cfg.learning_rate
+            group["lr"] = cfg.learning_rate * factor(inner.last_epoch)
+            group["weight_decay"] = cfg.weight_decay
+            group["betas"] = (cfg.adam_beta1, cfg.adam_beta2)
+            group["eps"] = cfg.adam_epsilon
+        inner._last_lr = [group["lr"] for group in groups]
 
     def _resume_path(self) -> Path | None:
         r = self.config.resume
