@@ -26,10 +26,10 @@ class SparkleDataError(ValueError):
             parts.append(f"file: {path}")
         if sample_id is not None:
             parts.append(f"id: {sample_id}")
-        super().__init__(" | ".join(parts))
+        super().__init__(redact(" | ".join(parts)))
         self.path = path
         self.sample_id = sample_id
-        self.reason = message
+        self.reason = redact(message)
 
 
 class SparkleHubError(RuntimeError):
@@ -54,11 +54,11 @@ class SparkleHubError(RuntimeError):
             parts.append(f"revision: {revision}")
         if path is not None:
             parts.append(f"file: {path}")
-        super().__init__(" | ".join(parts))
+        super().__init__(redact(" | ".join(parts)))
         self.repo_id = repo_id
         self.revision = revision
         self.path = path
-        self.reason = message
+        self.reason = redact(message)
 
 
 def check_error_mode(errors: str) -> str:

@@ -92,7 +92,9 @@ def _make_backend() -> Any:
         def close(self) -> None:
             self._inner.close()
 
-        def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None):
+        def start_tls(
+            self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+        ):
             tls = self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout, "ConnectTimeout"))
             return DeadlineStream(tls)
 
@@ -127,8 +129,11 @@ def _as_httpx_errors() -> Iterator[None]:
         raise getattr(httpx, type(e).__name__, httpx.TimeoutException)(str(e)) from e
     except Exception as e:
         target = next(
-            (getattr(httpx, c.__name__) for c in type(e).__mro__ if c.__module__.startswith("httpcore")
-             and isinstance(getattr(httpx, c.__name__, None), type)),
+            (
+                getattr(httpx, c.__name__)
+                for c in type(e).__mro__
+                if c.__module__.startswith("httpcore") and isinstance(getattr(httpx, c.__name__, None), type)
+            ),
             None,
         )
         if target is None:
@@ -200,11 +205,12 @@ class BoundedTransport:
         )
         _local.deadline, _local.budget = time.monotonic() + self.deadline_s, self.deadline_s
         try:
-            with _as_httpx_errors():
+            with self._deadline_named(httpx), _as_httpx_errors():
                 response = self._pool(_proxy_for(url)).handle_request(core)
                 try:
                     declared = next(
-                        (v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-length"), None
+                        (v.decode("latin-1") for k, v in response.headers if k.lower() == b"content-length"),
+                        None,
                     )
                     body = _read_capped(response.stream, self.max_reply_bytes, endpoint, declared)
                 finally:
@@ -213,6 +219,16 @@ class BoundedTransport:
             _local.deadline = None
         headers = [(k, v) for k, v in response.headers if k.lower() != b"transfer-encoding"]
         return httpx.Response(status_code=response.status, headers=headers, content=body, request=request)
+
+    @contextmanager
+    def _deadline_named(self, httpx: Any) -> Iterator[None]:
+        """Say which limit ended a request: the socket's own message is a bare "timed out"."""
+        try:
+            yield
+        except httpx.TimeoutException as e:
+            if "request deadline" in str(e):
+                raise
+            raise type(e)(f"no complete reply within the {self.deadline_s:g} s request deadline") from None
 
     def close(self) -> None:
         with self._lock:
@@ -255,7 +271,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     err: BaseException | None = exc
     while err is not None and all(err is not e for e in out):
         out.append(err)
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ if err.__cause__ is not None or err.__suppress_context__ else err.__context__
     return out
 
 
@@ -282,7 +298,10 @@ def retry_after_s(headers: Any, now: float | None = None) -> float | None:
         elif raw is not None:
             value = float(raw)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        except (TypeError, ValueError):  # neither seconds nor an HTTP date: as if absent
+            parsed = None
         if parsed is not None:
             value = parsed.timestamp() - (time.time() if now is None else now)
     if value is None or value != value:  # absent, or NaN
@@ -313,6 +332,8 @@ def classify_failure(exc: BaseException) -> Failure:
     if fatal is None and status == 400 and _MODEL_MISSING.search(str(exc)):
         fatal = "the endpoint does not know this model"
     if fatal is not None:
-        return Failure("stop", f"judge endpoint {endpoint_of(response)} answered HTTP {status} ({fatal}): {body}")
+        return Failure(
+            "stop", f"judge endpoint {endpoint_of(response)} answered HTTP {status} ({fatal}): {body}"
+        )
     wait = retry_after_s(getattr(response, "headers", None)) if status in RETRY_AFTER_STATUSES else None
     return Failure("retry", describe(exc), wait)

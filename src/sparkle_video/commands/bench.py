@@ -53,9 +53,13 @@ def _load_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[tu
 
 
 def _dump(obj: Any, path: str | None) -> None:
+    """Write ``obj`` as JSON to ``path``, with any active API key redacted (reasons quote servers)."""
+    from sparkle_video.errors import redact
+
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = redact(json.dumps(obj, indent=2, ensure_ascii=False))
+        Path(path).write_text(text + "\n", encoding="utf-8")
 
 
 # -- infer ---------------------------------------------------------------------------------------
@@ -95,7 +99,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
         make_backend,
         summary_file_name,
     )
+    from sparkle_video.bench.judge_http import JudgeStopped
     from sparkle_video.bench.openve import OPENVE_MAX_ATTEMPTS, judge_openve
+    from sparkle_video.errors import redact
 
     openve = _is_openve(args)
     extra = {"api_version": args.api_version} if args.backend == "azure" else {}
@@ -149,6 +155,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
         except JudgeConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except JudgeStopped as e:  # what was answered before is on disk; nothing more was asked
+            print(f"error: {redact(e)}", file=sys.stderr)
+            return 1
         report = run.report()
         report["bench_skipped"] = [{"id": k, "reason": r} for k, r in skipped]
         report["counts"]["bench_skipped"] = len(skipped)
