@@ -90,7 +90,11 @@ class ConversionReport:
 def first_line(exc: BaseException) -> str:
     """An exception as one short line (torch's weights-only refusals run to a dozen lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"[:300]
+    # torch's weights-only refusal says why on a later "WeightsUnpickler error: ..." line; its first
+    # lines suggest loading unsafely, which is not advice to repeat
+    detail = next((line.split("error:", 1)[1] for line in lines if "error:" in line), None)
+    text = (detail.strip().split(". ")[0] if detail else lines[0]) if lines else "no message"
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
