@@ -738,7 +738,10 @@ def test_retry_options_are_checked() -> None:
     def sleep(_: float) -> None:
         pass
 
-    assert retry_options("lenient", 1, 1, 0.5, 4.0, sleep) == {
+    options = retry_options("lenient", 1, 1, 0.5, 4.0, sleep)
+    stop = options.pop("stop")
+    assert isinstance(stop, threading.Event) and not stop.is_set()  # one per run, shared by its samples
+    assert options == {
         "max_attempts": 1,
         "backoff_s": 0.5,
         "backoff_max_s": 4.0,

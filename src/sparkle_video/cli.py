@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import SparkleDataError, SparkleHubError
+from .errors import RedactingFilter, SparkleDataError, SparkleHubError, redact
 from .safe_write import SparkleWriteError, os_error_line
 
 #: Modules that each define ``add_commands(subparsers)``; their parsers set ``func(args) -> int``.
@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # no API key in any log line, ours or a library's
+        handler.addFilter(RedactingFilter())
     if not args.verbose:  # one line per HTTP request is noise unless asked for
         for noisy in ("httpx", "httpx2", "httpcore", "huggingface_hub", "urllib3", "filelock", "fsspec"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -57,13 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (SparkleDataError, SparkleHubError, SparkleWriteError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return 1
     except OSError as e:  # a full disk, a read-only folder...: the path and the errno's meaning
-        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        print(f"error: {redact(os_error_line(e))}", file=sys.stderr)
         return 1
     except ValueError as e:  # bad arguments found past argparse: one line, argparse's exit code
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(e)}", file=sys.stderr)
         return 2
 
 

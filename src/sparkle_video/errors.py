@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 
 logger = logging.getLogger("sparkle_video")
@@ -24,10 +26,10 @@ class SparkleDataError(ValueError):
             parts.append(f"file: {path}")
         if sample_id is not None:
             parts.append(f"id: {sample_id}")
-        super().__init__(" | ".join(parts))
+        super().__init__(redact(" | ".join(parts)))
         self.path = path
         self.sample_id = sample_id
-        self.reason = message
+        self.reason = redact(message)
 
 
 class SparkleHubError(RuntimeError):
@@ -52,11 +54,11 @@ class SparkleHubError(RuntimeError):
             parts.append(f"revision: {revision}")
         if path is not None:
             parts.append(f"file: {path}")
-        super().__init__(" | ".join(parts))
+        super().__init__(redact(" | ".join(parts)))
         self.repo_id = repo_id
         self.revision = revision
         self.path = path
-        self.reason = message
+        self.reason = redact(message)
 
 
 def check_error_mode(errors: str) -> str:
@@ -165,3 +167,75 @@ def handle(error: SparkleDataError, errors: str, report: SkipReport | None, key:
     if report is None:
         raise error
     report.add(key or error.sample_id or error.path or "?", error.reason)
+
+
+# -- secrets --------------------------------------------------------------------------------------
+#: What a secret is replaced with wherever it turns up.
+REDACTED = "[redacted]"
+#: Keys shorter than this are not registered: replacing a 3-letter string everywhere would mangle
+#: ordinary text, and no real API key is that short.
+MIN_SECRET_LEN = 8
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def secret_forms(secret: str) -> set[str]:
+    """``secret`` and the encodings it takes on the way to a server and back.
+
+    A server or proxy may echo it raw (a bearer header), percent-encoded (a URL query), JSON-escaped
+    (inside an error body) or base64-encoded (a basic-auth header), so each form is redacted.
+    """
+    from urllib.parse import quote, quote_plus
+
+    forms = {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        base64.b64encode(secret.encode()).decode("ascii").rstrip("="),
+    }
+    return {f for f in forms if len(f) >= MIN_SECRET_LEN}
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember ``secret`` (an API key in use) so that :func:`redact` removes it from now on."""
+    if secret and len(secret) >= MIN_SECRET_LEN:
+        with _secrets_lock:
+            _secrets.update(secret_forms(secret))
+
+
+def redact(text: object, secrets: Iterable[str] = ()) -> str:
+    """``str(text)`` with every registered secret (and ``secrets``) in any of its forms replaced.
+
+    Applied to whatever came from a server or an exception before it is logged, raised in one of our
+    errors or written to a record, summary or report: some gateways echo the request's key back.
+    """
+    out = str(text)
+    with _secrets_lock:
+        forms = set(_secrets)
+    for extra in secrets:
+        if extra and len(extra) >= MIN_SECRET_LEN:
+            forms |= secret_forms(extra)
+    for form in sorted(forms, key=len, reverse=True):  # longest first: a form may contain another
+        out = out.replace(form, REDACTED)
+    return out
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts registered secrets from each record's final message.
+
+    Installed on the command line's handlers, so third-party loggers (HTTP clients at ``-v``) cannot
+    print a key either; our own messages are redacted where they are made.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = record.getMessage()
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            elif record.exc_text:
+                record.exc_text = redact(record.exc_text)
+        return True

@@ -28,6 +28,7 @@ from .judge import (
     make_backend,
     summarize,
 )
+from .judge_http import MAX_REPLY_BYTES, JudgeStopped
 from .metrics import METRIC_NAMES, MetricConfig, PairMetrics, compute_metrics, estimate_foreground, spearman
 from .openve import judge_openve, load_openve_bench, openve_average
 from .report import build_report, leaderboard_markdown
@@ -48,6 +49,7 @@ from .runner import InferenceReport, run_inference, shard_rows
 from .score import ScoreRun, judge_correlation, score_results, summarize_metrics
 
 __all__ = [
+    "MAX_REPLY_BYTES",
     "METRIC_NAMES",
     "OPENVE",
     "PARSE_MODES",
@@ -62,6 +64,7 @@ __all__ = [
     "JudgeConfigError",
     "JudgeProtocol",
     "JudgeRun",
+    "JudgeStopped",
     "MetricConfig",
     "OpenAIJudge",
     "PairMetrics",

@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 from .. import safe_write
 from ..data.layout import judge_result_name
 from ..data.video import VideoReader
+from ..errors import redact, register_secret
+from .judge_http import MAX_REPLY_BYTES, JudgeStopped, bounded_client, classify_failure
 from .results import ResultEntry, ResultSet, frame_counts, mp4_problem, scan_results
 from .rubric import PARSE_MODES, JudgeProtocol, ReplyError, get_protocol, rubric_sha256
 
@@ -62,6 +64,7 @@ def require_api_key(env_names: str | Sequence[str]) -> str:
     for name in names:
         value = os.environ.get(name, "").strip()
         if value:
+            register_secret(value)  # from now on redacted from every log line, error and record
             return value
     raise JudgeConfigError(f"no API key: set the environment variable {' or '.join(names)}")
 
@@ -106,7 +109,9 @@ class OpenAIJudge:
         api_key_env: environment variable(s) holding the key.
         media: ``"video"`` (base64 mp4 in an ``image_url`` data URL, as the official scorer sends it) or
             ``"frames"`` (``num_frames`` JPEG frames per video).
-        timeout: seconds per request; the SDK's own retries are off (the run retries with backoff).
+        timeout: wall-clock seconds per request (connect, upload and the whole reply); the SDK's own
+            retries are off (the run retries with backoff).
+        max_reply_bytes: a reply body larger than this is refused unread (default 4 MiB).
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class OpenAIJudge:
         seed: int = JUDGE_SEED,
         temperature: float = JUDGE_TEMPERATURE,
         max_tokens: int | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ):
         if media not in MEDIA_MODES:
             raise JudgeConfigError(f"media must be one of {MEDIA_MODES}, got {media!r}")
@@ -134,10 +140,12 @@ class OpenAIJudge:
         self.seed = seed
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self._client = self._make_client(openai, key, timeout)
+        self._client = self._make_client(openai, key, timeout, bounded_client(timeout, max_reply_bytes))
 
-    def _make_client(self, openai: Any, key: str, timeout: float) -> Any:
-        return openai.OpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0)
+    def _make_client(self, openai: Any, key: str, timeout: float, http: Any) -> Any:
+        return openai.OpenAI(
+            api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0, http_client=http
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.model!r}, base_url={self.base_url!r}, media={self.media!r})"
@@ -198,13 +206,14 @@ class AzureJudge(OpenAIJudge):
         self.api_version = api_version
         super().__init__(model, base_url=endpoint, api_key_env=api_key_env, **kwargs)
 
-    def _make_client(self, openai: Any, key: str, timeout: float) -> Any:
+    def _make_client(self, openai: Any, key: str, timeout: float, http: Any) -> Any:
         return openai.AzureOpenAI(
             azure_endpoint=self.base_url,
             api_version=self.api_version,
             api_key=key,
             timeout=timeout,
             max_retries=0,
+            http_client=http,
         )
 
     def __repr__(self) -> str:
@@ -214,7 +223,11 @@ class AzureJudge(OpenAIJudge):
 
 
 class GeminiJudge:
-    """A judge on the native Gemini API (through ``google-genai``); videos go inline as mp4 bytes."""
+    """A judge on the native Gemini API (through ``google-genai``); videos go inline as mp4 bytes.
+
+    Requests (uploads included) go through the same bounded transport as :class:`OpenAIJudge`'s:
+    ``timeout`` wall-clock seconds each, replies up to ``max_reply_bytes``.
+    """
 
     def __init__(
         self,
@@ -227,6 +240,7 @@ class GeminiJudge:
         timeout: float = OFFICIAL_TIMEOUT_S,
         seed: int = JUDGE_SEED,
         temperature: float = JUDGE_TEMPERATURE,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
     ):
         if media not in MEDIA_MODES:
             raise JudgeConfigError(f"media must be one of {MEDIA_MODES}, got {media!r}")
@@ -240,7 +254,11 @@ class GeminiJudge:
         self.num_frames = num_frames
         self._types = types
         self._config = types.GenerateContentConfig(temperature=temperature, seed=seed)
-        http = types.HttpOptions(base_url=base_url, timeout=int(timeout * 1000))
+        http = types.HttpOptions(
+            base_url=base_url,
+            timeout=int(timeout * 1000),
+            httpx_client=bounded_client(timeout, max_reply_bytes),
+        )
         self._client = genai.Client(api_key=key, http_options=http)
 
     def __repr__(self) -> str:
@@ -504,6 +522,10 @@ class _Unreadable(Exception):
     pass
 
 
+class _Cancelled(Exception):
+    """A sample not asked because the run was stopped (it is asked on the next run)."""
+
+
 def _ask_with_retries(
     backend: JudgeBackend,
     proto: JudgeProtocol,
@@ -514,19 +536,36 @@ def _ask_with_retries(
     backoff_max_s: float,
     sleep: Callable[[float], None],
     parse: str = "official",
+    stop: threading.Event | None = None,
 ) -> tuple[list[int], str]:
+    """Scores and the (redacted) reply, asking up to ``max_attempts`` times.
+
+    A reply that no retry can change (401, 403, 404, unknown model) sets ``stop`` and raises
+    :class:`JudgeStopped`; once ``stop`` is set no sample sends another request. A 429/503 waits the
+    server's ``Retry-After`` (capped) instead of the backoff; an oversized reply is not asked again.
+    """
     last = "no attempt made"
     for attempt in range(max_attempts):
+        if stop is not None and stop.is_set():
+            raise _Cancelled("the run was stopped")
+        wait: float | None = None
         try:
             reply = backend.ask(text, videos)
-            return proto.parse(reply, parse), reply
+            return proto.parse(reply, parse), redact(reply)
         except ReplyError as e:
-            last = f"unusable reply: {e}"
-        except Exception as e:  # transport errors, timeouts, HTTP 5xx: retried the same way
-            last = f"{type(e).__name__}: {e}"
+            last = f"unusable reply: {redact(e)}"
+        except Exception as e:  # transport errors, timeouts, HTTP 4xx/5xx: see classify_failure
+            failure = classify_failure(e)
+            if failure.action == "stop":
+                if stop is not None:
+                    stop.set()
+                raise JudgeStopped(failure.message) from None
+            if failure.action == "give_up":
+                raise RuntimeError(f"gave up after {attempt + 1} attempts: {failure.message}") from None
+            last, wait = failure.message, failure.wait_s
         logger.debug("judge attempt %d/%d failed: %s", attempt + 1, max_attempts, last)
         if attempt + 1 < max_attempts:
-            sleep(min(backoff_max_s, backoff_s * (2**attempt)))
+            sleep(wait if wait is not None else min(backoff_max_s, backoff_s * (2**attempt)))
     raise RuntimeError(f"gave up after {max_attempts} attempts; last error: {last}")
 
 
@@ -593,6 +632,7 @@ def retry_options(
         "backoff_max_s": backoff_max_s,
         "sleep": sleep,
         "parse": parse,
+        "stop": threading.Event(),
     }
 
 
@@ -632,6 +672,7 @@ def ask_pending(
 
     An unreadable edit or a sample whose every attempt failed is named on ``run`` (and asked again on
     the next run). On Ctrl-C queued requests are cancelled, not awaited: what was kept is already on disk.
+    A :class:`JudgeStopped` from any sample cancels the rest and is raised once the pool is shut down.
     """
     run.asked = len(pending)
     desc = f"judge {run.judge_model} ({run.protocol})"
@@ -639,8 +680,9 @@ def ask_pending(
     pool = ThreadPoolExecutor(max_workers=concurrency)
     futures: dict[Future[dict[str, Any]], ResultEntry] = {pool.submit(judge_one, e): e for e in pending}
     remaining = set(futures)
+    stopped: JudgeStopped | None = None
     try:
-        while remaining:
+        while remaining and stopped is None:
             finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
             for fut in finished:
                 entry = futures[fut]
@@ -648,8 +690,16 @@ def ask_pending(
                     record = fut.result()
                 except _Unreadable as e:
                     run.unreadable_edited.append((entry.id, str(e)))
+                except JudgeStopped as e:
+                    stopped = stopped or e
+                except _Cancelled:
+                    pass
                 except Exception as e:  # upload and read failures included
-                    reason = str(e) if isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}"
+                    failure = classify_failure(e)  # an upload can meet a bad key first
+                    if failure.action == "stop":
+                        stopped = stopped or JudgeStopped(failure.message)
+                        continue
+                    reason = redact(str(e) if isinstance(e, RuntimeError) else f"{type(e).__name__}: {e}")
                     run.failed.append((entry.id, reason))
                     logger.warning("judge %s: %s failed: %s", run.protocol, entry.id, reason)
                 else:
@@ -659,6 +709,8 @@ def ask_pending(
     finally:
         pool.shutdown(wait=not remaining, cancel_futures=True)
         bar.close()
+    if stopped is not None:
+        raise JudgeStopped(f"{stopped}; stopped the run, no further requests sent") from None
 
 
 def judge_results(

@@ -42,6 +42,7 @@ from .judge import (
     JudgeRun,
     RecordWriter,
     _ask_with_retries,
+    _Cancelled,
     ask_pending,
     check_readable,
     finish_run,
@@ -51,6 +52,7 @@ from .judge import (
     start_run,
     summarize,
 )
+from .judge_http import JudgeStopped, classify_failure
 from .results import ResultEntry
 from .rubric import OPENVE
 
@@ -201,7 +203,18 @@ def _judge_openve_one(
 ) -> dict[str, Any]:
     check_readable(entry)
     source = entry.row["source_video"]
-    files = backend.upload([source.source, str(entry.path)], sleep=poll)
+    stop = retry.get("stop")
+    if stop is not None and stop.is_set():
+        raise _Cancelled("the run was stopped")
+    try:
+        files = backend.upload([source.source, str(entry.path)], sleep=poll)
+    except Exception as e:  # a bad key or unknown endpoint shows first here: stop the run as for asks
+        failure = classify_failure(e)
+        if failure.action == "stop":
+            if stop is not None:
+                stop.set()
+            raise JudgeStopped(failure.message) from None
+        raise RuntimeError(f"upload failed: {failure.message}") from None
     prompt = str(entry.row["prompt"])
     system = OPENVE.build_prompt(prompt, rubric)
     scores, reply = _ask_with_retries(_FilesBackend(backend, files), OPENVE, system, [], **retry)

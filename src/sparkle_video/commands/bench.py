@@ -53,10 +53,13 @@ def _load_bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[tu
 
 
 def _dump(obj: Any, path: str | None) -> None:
-    if path:
-        from ..safe_write import write_json
+    """Write ``obj`` as JSON to ``path``, with any active API key redacted (reasons quote servers)."""
+    from sparkle_video.errors import redact
 
-        write_json(path, obj, indent=2, ensure_ascii=False)
+    if path:
+        from ..safe_write import write_text
+
+        write_text(path, redact(json.dumps(obj, indent=2, ensure_ascii=False)) + "\n")
 
 
 # -- infer ---------------------------------------------------------------------------------------
@@ -107,7 +110,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
         make_backend,
         summary_file_name,
     )
+    from sparkle_video.bench.judge_http import JudgeStopped
     from sparkle_video.bench.openve import OPENVE_MAX_ATTEMPTS, judge_openve
+    from sparkle_video.errors import redact
 
     openve = _is_openve(args)
     extra = {"api_version": args.api_version} if args.backend == "azure" else {}
@@ -161,6 +166,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
         except JudgeConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except JudgeStopped as e:  # what was answered before is on disk; nothing more was asked
+            print(f"error: {redact(e)}", file=sys.stderr)
+            return 1
         report = run.report()
         report["bench_skipped"] = [{"id": k, "reason": r} for k, r in skipped]
         report["counts"]["bench_skipped"] = len(skipped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -110,19 +111,24 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
-    from ..pipelines.convert import convert_checkpoint
+    from ..pipelines.convert import CheckpointError, convert_checkpoint
 
-    _, report = convert_checkpoint(
-        args.ckpt,
-        args.base_transformer,
-        args.base_vae,
-        args.mllm,
-        out_dir=args.out,
-        lora_alpha=args.lora_alpha,
-        dtype=getattr(torch, args.dtype),
-        ref_pad_first=args.ref_pad_first,
-        max_ref_tokens=args.max_ref_tokens,
-    )
+    try:
+        _, report = convert_checkpoint(
+            args.ckpt,
+            args.base_transformer,
+            args.base_vae,
+            args.mllm,
+            out_dir=args.out,
+            lora_alpha=args.lora_alpha,
+            dtype=getattr(torch, args.dtype),
+            ref_pad_first=args.ref_pad_first,
+            max_ref_tokens=args.max_ref_tokens,
+        )
+    except CheckpointError as e:  # one line that names the checkpoint, whichever step found the problem
+        text = " ".join(str(e).split())
+        print(f"error: {text if args.ckpt in text else f'{args.ckpt}: {text}'}", file=sys.stderr)
+        return 1
     print(f"converted {report.total} tensors ({report.summary()}) into {args.out}")
     print(f"load it with SparkleEditPipeline.from_pretrained({args.out!r})")
     return 0

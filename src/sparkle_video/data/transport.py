@@ -28,6 +28,9 @@ logger = logging.getLogger("sparkle_video")
 HF_URL_RE = re.compile(r"^hf://datasets/(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?(?:/(?P<path>.*))?$")
 #: Parallel file downloads (the same default as ``snapshot_download``).
 DOWNLOAD_WORKERS = 8
+#: What ``huggingface_hub`` raises when a Hub reply is not the JSON it expects (HTML from a gateway, a
+#: dict where a list belongs, a missing field).
+MALFORMED_REPLY_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -66,6 +69,43 @@ def hub_error(
     return SparkleHubError(best[1], repo_id=repo_id, revision=revision, path=path)
 
 
+def api_endpoint(repo_id: str, revision: str | None = None, op: str = "") -> str:
+    """The Hub API address ``huggingface_hub`` asks for a dataset's info (``op=""``) or tree (``"tree"``)."""
+    from urllib.parse import quote
+
+    from huggingface_hub import constants
+
+    base = f"{constants.ENDPOINT.rstrip('/')}/api/datasets/{repo_id}"
+    if op:
+        return f"{base}/{op}/{quote(revision or constants.DEFAULT_REVISION, safe='')}"
+    return f"{base}/revision/{quote(revision, safe='')}" if revision else base
+
+
+def malformed_reply(
+    exc: BaseException, what: str, endpoint: str, repo_id: str, revision: str | None
+) -> SparkleHubError:
+    """The error for a Hub reply that is not what the API promises (names the endpoint, not just a
+    ``JSONDecodeError`` deep inside ``huggingface_hub``)."""
+    detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return SparkleHubError(
+        f"the Hub answered {endpoint} with a malformed {what} ({detail})", repo_id=repo_id, revision=revision
+    )
+
+
+def _other_host(err: BaseException) -> str | None:
+    """The host a failed request went to when it is not the Hub endpoint's (a redirect led there)."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    try:
+        host = err.request.url.host  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # no request attached to this error
+        return None
+    hub_host = urlsplit(constants.ENDPOINT).hostname
+    return host if host and hub_host and host != hub_host else None
+
+
 def _hub_message(err: BaseException) -> tuple[int, str] | None:
     """``(specificity, message)`` for a remote failure: an HTTP status or client error (2) says more
     than a cache miss or a bare socket error (1) that it caused or was caused by."""
@@ -88,7 +128,15 @@ def _hub_message(err: BaseException) -> tuple[int, str] | None:
         return 1, "not in the local cache and the Hub cannot be reached"
     if isinstance(err, hf.HfHubHTTPError):
         status = err.response.status_code if err.response is not None else "?"
+        location = err.response.headers.get("location") if err.response is not None else None
+        if isinstance(status, int) and 300 <= status < 400 and location:
+            return (
+                2,
+                f"the Hub answered with a redirect (HTTP {status}) to {location}, which was not followed",
+            )
         return 2, f"the Hub answered HTTP {status} ({name})"
+    if isinstance(err, httpx.TransportError) and (host := _other_host(err)) is not None:
+        return 3, f"the Hub redirected to another host, {host}, and that host failed ({name})"
     if isinstance(err, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
         return 2, f"the connection to the Hub dropped while reading ({name})"
     if isinstance(err, httpx.TimeoutException):
@@ -103,14 +151,26 @@ def _hub_message(err: BaseException) -> tuple[int, str] | None:
 
 
 @contextmanager
-def hub_errors(repo_id: str | None, revision: str | None = None, path: str | None = None) -> Iterator[None]:
-    """Turn remote failures raised inside the block into :class:`SparkleHubError`."""
+def hub_errors(
+    repo_id: str | None,
+    revision: str | None = None,
+    path: str | None = None,
+    *,
+    listing: str | None = None,
+) -> Iterator[None]:
+    """Turn remote failures raised inside the block into :class:`SparkleHubError`.
+
+    With ``listing`` (the endpoint the block lists the repo from), a reply ``huggingface_hub`` cannot
+    parse is one too, naming that endpoint.
+    """
     try:
         yield
     except (SparkleDataError, SparkleHubError):
         raise
     except Exception as e:
         err = hub_error(e, repo_id=repo_id, revision=revision, path=path)
+        if err is None and listing is not None and repo_id and isinstance(e, MALFORMED_REPLY_ERRORS):
+            err = malformed_reply(e, "tree listing", listing, repo_id, revision)
         if err is None:
             raise
         raise err from e
@@ -180,12 +240,22 @@ def resolve_repo(
             raise hub_error(e, repo_id=repo_id, revision=revision) from None  # type: ignore[misc]
         except Exception as e:
             err = hub_error(e, repo_id=repo_id, revision=revision)
+            if err is None and isinstance(e, MALFORMED_REPLY_ERRORS):
+                shown = revision or constants.DEFAULT_REVISION
+                raise malformed_reply(e, "repo info", api_endpoint(repo_id, revision), repo_id, shown) from e
             status = getattr(getattr(e, "response", None), "status_code", 500) or 500
             if err is None or (isinstance(e, hf.HfHubHTTPError) and status < 500 and status != 429):
                 raise err or e from e
             reason = err.reason
         else:
-            assert info.sha is not None
+            if not isinstance(info.sha, str) or not info.sha:
+                raise malformed_reply(
+                    ValueError("no commit sha"),
+                    "repo info",
+                    api_endpoint(repo_id, revision),
+                    repo_id,
+                    revision or constants.DEFAULT_REVISION,
+                )
             _write_ref(repo_id, revision or constants.DEFAULT_REVISION, info.sha, cache_dir)
             return HubRepo(repo_id, revision, info.sha, False, token, cache_dir)
     try:
@@ -210,7 +280,7 @@ def download_index(repo: HubRepo, patterns: Sequence[str]) -> str:
     from huggingface_hub import errors as hf
     from huggingface_hub import get_cached_repo_tree, snapshot_download
 
-    with hub_errors(repo.repo_id, repo.commit):
+    with hub_errors(repo.repo_id, repo.commit, listing=api_endpoint(repo.repo_id, repo.commit, "tree")):
         folder = snapshot_download(
             repo.repo_id,
             repo_type="dataset",

@@ -87,14 +87,38 @@ class ConversionReport:
         return ", ".join(f"{k}: {len(v)}" for k, v in vars(self).items())
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one short line (torch's weights-only refusals run to a dozen lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # torch's weights-only refusal says why on a later "WeightsUnpickler error: ..." line; its first
+    # lines suggest loading unsafely, which is not advice to repeat
+    detail = next((line.split("error:", 1)[1] for line in lines if "error:" in line), None)
+    text = (detail.strip().split(". ")[0] if detail else lines[0]) if lines else "no message"
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` loaded with ``weights_only=True``."""
+    """Tensors of a ``.safetensors`` file, or a ``.pth``/``.pt``/``.bin`` loaded with ``weights_only=True``.
+
+    Any failure to read it (missing, truncated, not that format, a pickle asking for more than tensors)
+    is a one-line :class:`CheckpointError` naming the file.
+    """
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(path)
+        except Exception as e:  # SafetensorError, OSError: a truncated or foreign file
+            raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(e)})") from e
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError (refused objects), RuntimeError/EOFError (damaged zip)
+        raise CheckpointError(
+            f"{path} is not a readable weights-only torch checkpoint ({first_line(e)})"
+        ) from e
     for key in ("state_dict", "module", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
