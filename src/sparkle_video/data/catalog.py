@@ -182,7 +182,11 @@ def read_entries(root: DataRoot, theme: str, options: LoadOptions, report: SkipR
 
 
 def filter_entries(
-    root: DataRoot, theme: str, entries: list[SampleEntry], options: LoadOptions
+    root: DataRoot,
+    theme: str,
+    entries: list[SampleEntry],
+    options: LoadOptions,
+    report: SkipReport | None = None,
 ) -> list[SampleEntry]:
     kept = entries
     if options.subthemes is not None:
@@ -196,7 +200,7 @@ def filter_entries(
             raise SparkleDataError(
                 f"min_scores asks for {name} but the score file is absent", path=root.uri(rel)
             )
-        scores = read_jsonl(root.read_text(rel), root.uri(rel))
+        scores = read_jsonl(root.read_text(rel), root.uri(rel), options.errors, report)
         field_name = SCORE_FILES[name]
         before = len(kept)
         kept = [
@@ -232,7 +236,7 @@ def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: Sk
         report_unknown_themes(root, options, report)
     indexed = [(theme, read_entries(root, theme, options, report)) for theme in select_themes(root, options)]
     check_selection(root, [e for _, entries in indexed for e in entries], options)
-    selected = [(theme, filter_entries(root, theme, entries, options)) for theme, entries in indexed]
+    selected = [(theme, filter_entries(root, theme, entries, options, report)) for theme, entries in indexed]
     if not any(entries for _, entries in selected):
         chosen = {k: v for k, v in vars(options).items() if k in ("ids", "subthemes", "min_scores") and v}
         why = f"the selection {chosen} leaves no sample" if chosen else "no sample is left to load"

@@ -105,7 +105,9 @@ def scan_shard(fileobj: IO[bytes], shard: str) -> ShardScan:
                     return scan
                 if not info.isfile():
                     continue
-                if info.offset_data + info.size > end:
+                if (
+                    not info.issparse() and info.offset_data + info.size > end
+                ):  # a sparse size is the real one
                     scan.damage = _past_end(info, end, shard)
                     return scan
                 name = check_member_name(info.name, shard)
@@ -115,7 +117,7 @@ def scan_shard(fileobj: IO[bytes], shard: str) -> ShardScan:
                     scan.refused[name] = duplicate_error(name, offsets[name], shard)
                 elif info.issparse():
                     scan.refused[name] = sparse_error(info, shard)
-                else:
+                elif name not in scan.refused:
                     scan.members[name] = TarMember(name, info.offset_data, info.size, info.chksum)
     except SparkleDataError as e:
         scan.damage = e
@@ -192,9 +194,10 @@ def iter_tar(
             for info in tf:
                 if not info.isfile():
                     continue
-                if total_size is not None and info.offset_data + info.size > total_size:
+                sparse = info.issparse()  # its size is the real one, not what is stored: checked below
+                if not sparse and total_size is not None and info.offset_data + info.size > total_size:
                     raise _past_end(info, total_size, shard)
-                if info.size > MAX_MEMBER_BYTES:
+                if not sparse and info.size > MAX_MEMBER_BYTES:
                     raise SparkleDataError(
                         f"tar member {info.name!r} at byte {info.offset} claims {info.size} bytes, more than any "
                         f"video ({MAX_MEMBER_BYTES} bytes): the shard's header is damaged",
@@ -206,7 +209,7 @@ def iter_tar(
                 if name in seen:
                     raise duplicate_error(name, (seen[name], info.offset), shard)
                 seen[name] = info.offset
-                if info.issparse():
+                if sparse:
                     raise sparse_error(info, shard)
                 if expected is not None:
                     _check_expected(expected, info, name, shard)
