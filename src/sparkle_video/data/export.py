@@ -30,6 +30,7 @@ from .hub_folder import _VIDEO_COLUMNS, HUB_FEATURES, HUB_SCHEMA
 from .layout import OPENVE_EDIT_TYPE, THEMES
 from .loading import load_sparkle
 from .sources import open_root
+from .writer import csv_quoting
 
 KIWI_CSV_COLUMNS = ("src_video", "tgt_video", "prompt")
 
@@ -117,7 +118,7 @@ def export_kiwi_csv(
         rows += kiwi_rows(root_abs, read_entries(data_root, theme, options, report), base, errors, report)
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(out_csv))), exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n", quoting=csv_quoting(rows))
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)

@@ -149,9 +149,20 @@ def _image_bytes(image: ImageLike) -> bytes:
     return buf.getvalue()
 
 
+def csv_quoting(rows: Sequence[dict[str, Any]]) -> int:
+    """``csv.QUOTE_ALL`` when a value holds ``\r``, else ``QUOTE_MINIMAL``.
+
+    With ``lineterminator="\n"`` the csv module quotes a field holding ``\n`` but not one holding a
+    lone ``\r``, which a reader then refuses ("new-line character seen in unquoted field").
+    """
+    carriage = any("\r" in str(v) for row in rows for v in row.values() if v is not None)
+    return csv.QUOTE_ALL if carriage else csv.QUOTE_MINIMAL
+
+
 def _csv_text(columns: Sequence[str], rows: Iterable[dict[str, str]]) -> str:
+    rows = list(rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", quoting=csv_quoting(rows))
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
