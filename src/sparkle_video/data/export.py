@@ -118,7 +118,9 @@ def export_kiwi_csv(
         rows += kiwi_rows(root_abs, read_entries(data_root, theme, options, report), base, errors, report)
     os.makedirs(os.path.dirname(os.path.abspath(os.fspath(out_csv))), exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n", quoting=csv_quoting(rows))
+        writer = csv.DictWriter(
+            f, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n", quoting=csv_quoting(rows)
+        )
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
