@@ -18,6 +18,7 @@ FILE_REF = {
     "size": datasets.Value("int64"),
     "bytes": datasets.Value("binary"),
     "member": datasets.Value("string"),  # the tar member (repo-relative path) when ``path`` is a shard
+    "stamp": datasets.Value("string"),  # what the file was when indexed (size, mtime, header checksum)
 }
 TEXT_FIELDS = ("id", "theme", "prompt", "subtheme", "scene", "original_scene")
 

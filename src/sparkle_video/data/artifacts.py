@@ -23,10 +23,25 @@ from .layout import (
 from .masks import load_mask
 from .records import read_jsonl
 from .shards import TarMember, index_tar
-from .sources import DataRoot, open_root
+from .sources import DataRoot, FileCheck, open_root
 from .video import VideoReader
 
 ARTIFACT_NAMES: tuple[str, ...] = (*INTERMEDIATE_DIRS, *INTERMEDIATE_JSONL)
+
+
+class CheckedVideoReader(VideoReader):
+    """A ``VideoReader`` of an indexed file that refuses to open it once it changed (see ``FileCheck``).
+
+    ``source`` stays the path, so callers see the same reader; only opening gains the check.
+    """
+
+    def __init__(self, source: str, *, check: FileCheck, **kwargs: Any):
+        super().__init__(source, **kwargs)
+        self.check = check
+
+    def _open_file(self) -> Any:
+        self.check.verify()
+        return super()._open_file()
 
 
 def theme_of(sample_id: str) -> str:
@@ -47,6 +62,7 @@ class SparkleArtifacts:
         self.root = source if isinstance(source, DataRoot) else open_root(source, storage_options)
         self._jsonl: dict[tuple[str, str], dict[str, dict]] = {}
         self._shard_index: dict[tuple[str, str], dict[str, tuple[str, TarMember]]] = {}
+        self._stamps: dict[str, str] = {}  # shard -> what it was when indexed
 
     def available(self, sample_id: str) -> list[str]:
         """Names of the artefacts present for ``sample_id``."""
@@ -88,6 +104,7 @@ class SparkleArtifacts:
                 if not (m and name.startswith(f"{theme}_{subdir}_part")):
                     continue
                 rel = f"intermediate_data/{name}"
+                self._stamps[rel] = self.root.stamp(rel)
                 with self.root.open(rel, "rb") as f:
                     for member, info in index_tar(f, self.root.uri(rel)).items():
                         found[member] = (rel, info)
@@ -109,28 +126,35 @@ class SparkleArtifacts:
         for candidate in (rel, posixpath.relpath(rel, "intermediate_data")):
             if candidate in members:
                 shard, info = members[candidate]
-                return {"path": self.root.uri(shard), "offset": info.offset, "size": info.size}
+                check = None
+                if self.root.is_local:
+                    check = FileCheck(self.root.full(shard), self._stamps.get(shard, ""), info)
+                return {
+                    "path": self.root.uri(shard),
+                    "offset": info.offset,
+                    "size": info.size,
+                    "check": check,
+                }
         if must:
             raise SparkleDataError(
                 f"no {name} artefact for this id", path=self.root.uri(rel), sample_id=sample_id
             )
         return None
 
+    def _reader(self, ref: dict, name: str | None = None) -> VideoReader:
+        """A reader of a located artefact; a shard member's reader re-checks the shard on every open."""
+        kwargs: dict[str, Any] = {"offset": ref["offset"], "size": ref["size"], "name": name}
+        if ref.get("check") is not None:
+            return CheckedVideoReader(ref["path"], check=ref["check"], **kwargs)
+        return VideoReader(ref["path"], storage_options=self.root.storage_options, **kwargs)
+
     def _read(self, ref: dict) -> bytes:
-        return VideoReader(
-            ref["path"], offset=ref["offset"], size=ref["size"], storage_options=self.root.storage_options
-        ).read_bytes()
+        return self._reader(ref).read_bytes()
 
     def _decode(self, name: str, ref: dict, sample_id: str) -> Any:
         ext = INTERMEDIATE_DIRS[name]
         if ext == ".mp4":
-            return VideoReader(
-                ref["path"],
-                offset=ref["offset"],
-                size=ref["size"],
-                storage_options=self.root.storage_options,
-                name=f"{ref['path']} ({name}/{sample_id})",
-            )
+            return self._reader(ref, f"{ref['path']} ({name}/{sample_id})")
         data = self._read(ref)
         if ext == ".npz":
             return load_mask(data, name=f"{ref['path']} ({sample_id})")

@@ -18,9 +18,11 @@ from typing import Any
 
 from ..errors import SkipReport, SparkleDataError, check_error_mode, handle
 from .layout import (
+    BENCH_CSV_COLUMNS,
     BENCH_THEMES,
     SCORE_FILES,
     THEMES,
+    TRAIN_CSV_COLUMNS,
     bench_csv_path,
     bench_metadata_path,
     intermediate_jsonl_path,
@@ -28,9 +30,9 @@ from .layout import (
     train_metadata_path,
 )
 from .paired_shards import paired_shards, paired_themes, read_paired_entries
-from .records import SampleEntry, join_bench, join_train, read_jsonl, stage_score
-from .shards import TarMember, iter_tar, scan_tar
-from .sources import DataRoot
+from .records import SampleEntry, join_bench, join_train, read_csv_rows, read_jsonl, stage_score
+from .shards import ShardScan, TarMember, iter_tar, scan_shard
+from .sources import DataRoot, changed_error, check_stamp, file_stamp
 from .transport import iter_remote_tar
 
 logger = logging.getLogger("sparkle_video")
@@ -44,8 +46,17 @@ MIN_FOLDER_UNITS = 8
 
 
 def empty_ref() -> dict[str, Any]:
-    """A file reference: ``path`` (and a byte range in it) or ``bytes``; ``member`` names a tar member."""
-    return {"path": None, "offset": 0, "size": -1, "bytes": None, "member": None}
+    """A file reference: ``path`` (and a byte range in it) or ``bytes``; ``member`` names a tar member.
+
+    ``stamp`` records what the file was when it was indexed (``member_stamp``), so that opening it later
+    refuses a file that changed instead of reading another sample's bytes.
+    """
+    return {"path": None, "offset": 0, "size": -1, "bytes": None, "member": None, "stamp": None}
+
+
+def member_stamp(shard_stamp: str, member: TarMember) -> str:
+    """A shard's stamp plus the member's header checksum (what ``CheckedOpen`` re-reads)."""
+    return f"{shard_stamp}|chksum={member.chksum}" if shard_stamp else ""
 
 
 @dataclass
@@ -100,6 +111,44 @@ def available_themes(root: DataRoot, bench: bool) -> list[str]:
     return found
 
 
+def unknown_theme_files(root: DataRoot, bench: bool) -> dict[str, str]:
+    """``theme -> file`` for prompt CSVs whose theme is not a Sparkle theme (``prompts/foo_train.csv``)."""
+    known = BENCH_THEMES if bench else THEMES
+    folder, suffix = ("", "_bench.csv") if bench else ("prompts", "_train.csv")
+    found = {}
+    for name in root.listdir(folder):
+        theme = name[: -len(suffix)] if name.endswith(suffix) else None
+        if theme and theme not in known:
+            found[theme] = posixpath.join(folder, name) if folder else name
+    return found
+
+
+def report_unknown_themes(root: DataRoot, options: LoadOptions, report: SkipReport) -> int:
+    """Count and name the pairs of prompt files whose theme is unknown: they are not loaded, never silently.
+
+    Each pair is added to ``report`` by id (in both error modes: an unknown theme is not damage, so it
+    does not stop a load) and one warning per file says how many pairs it held. Returns the count.
+    """
+    total = 0
+    for theme, rel in sorted(unknown_theme_files(root, options.bench).items()):
+        known = BENCH_THEMES if options.bench else THEMES
+        reason = f"theme {theme!r} is not a Sparkle theme (known: {', '.join(known)}), so it is not loaded"
+        try:
+            columns = BENCH_CSV_COLUMNS if options.bench else TRAIN_CSV_COLUMNS
+            rows = read_csv_rows(root.read_text(rel), root.uri(rel), columns)
+        except SparkleDataError as err:
+            report.add(f"theme {theme} ({root.uri(rel)})", f"{reason}; {err.reason}")
+            total += 1
+            continue
+        key = "original_video" if options.bench else "task"
+        for rowno, row in enumerate(rows, start=2):
+            sid = posixpath.splitext(posixpath.basename((row.get(key) or "").strip()))[0]
+            report.add(sid or f"{root.uri(rel)}:{rowno}", f"{reason} ({root.uri(rel)})")
+        total += len(rows)
+        warnings.warn(f"{root.uri(rel)}: {len(rows)} pairs not loaded: {reason}", stacklevel=2)
+    return total
+
+
 def select_themes(root: DataRoot, options: LoadOptions) -> list[str]:
     present = available_themes(root, options.bench)
     if options.themes is None:
@@ -140,7 +189,11 @@ def read_entries(root: DataRoot, theme: str, options: LoadOptions, report: SkipR
 
 
 def filter_entries(
-    root: DataRoot, theme: str, entries: list[SampleEntry], options: LoadOptions
+    root: DataRoot,
+    theme: str,
+    entries: list[SampleEntry],
+    options: LoadOptions,
+    report: SkipReport | None = None,
 ) -> list[SampleEntry]:
     kept = entries
     if options.subthemes is not None:
@@ -154,7 +207,7 @@ def filter_entries(
             raise SparkleDataError(
                 f"min_scores asks for {name} but the score file is absent", path=root.uri(rel)
             )
-        scores = read_jsonl(root.read_text(rel), root.uri(rel))
+        scores = read_jsonl(root.read_text(rel), root.uri(rel), options.errors, report)
         field_name = SCORE_FILES[name]
         before = len(kept)
         kept = [
@@ -186,9 +239,11 @@ def check_selection(root: DataRoot, entries: Sequence[SampleEntry], options: Loa
 def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: SkipReport) -> list[Unit]:
     """Read the CSV/JSONL index of each theme, apply filters, and cut the work into units."""
     units: list[Unit] = []
+    if options.themes is None:  # "every theme present": a file of an unknown theme is named, not dropped
+        report_unknown_themes(root, options, report)
     indexed = [(theme, read_entries(root, theme, options, report)) for theme in select_themes(root, options)]
     check_selection(root, [e for _, entries in indexed for e in entries], options)
-    selected = [(theme, filter_entries(root, theme, entries, options)) for theme, entries in indexed]
+    selected = [(theme, filter_entries(root, theme, entries, options, report)) for theme, entries in indexed]
     if not any(entries for _, entries in selected):
         chosen = {k: v for k, v in vars(options).items() if k in ("ids", "subthemes", "min_scores") and v}
         why = f"the selection {chosen} leaves no sample" if chosen else "no sample is left to load"
@@ -265,7 +320,8 @@ def _folder_ref(root: DataRoot, rel: str, sid: str, cache: dict[str, dict[str, i
     name = posixpath.basename(rel)
     if name not in listing:
         raise SparkleDataError("video file is missing", path=root.uri(rel), sample_id=sid)
-    return {"path": root.uri(rel), "offset": 0, "size": -1, "bytes": None}, listing[name]
+    stamp = file_stamp(root.full(rel)) if root.is_local else None
+    return dict(empty_ref(), path=root.uri(rel), stamp=stamp), listing[name]
 
 
 def _gen_folder(
@@ -290,26 +346,104 @@ def _gen_folder(
         yield entry.id, _row(entry, options.bench, src, other)
 
 
+@dataclass
+class ShardIndex:
+    """Every shard of a unit, scanned: where each member is, what each shard was, and what was refused."""
+
+    members: dict[str, tuple[str, TarMember]] = field(default_factory=dict)
+    scans: dict[str, ShardScan] = field(default_factory=dict)
+    stamps: dict[str, str] = field(default_factory=dict)
+    #: member name -> (shard, error) for members no reader may return (a name stored twice, sparse)
+    refused: dict[str, tuple[str, SparkleDataError]] = field(default_factory=dict)
+
+
+def _scan_one(root: DataRoot, shard: str) -> tuple[ShardScan, str]:
+    """Scan a shard's headers; its stamp is taken before and must hold after (it did not change meanwhile)."""
+    # remotely, small blocks: the scan seeks from header to header and needs only 512 bytes at each
+    kwargs = {} if root.is_local else {"block_size": 1 << 16}
+    stamp = root.stamp(shard)
+    with root.open(shard, "rb", **kwargs) as f:
+        scan = scan_shard(f, root.uri(shard))
+    if root.is_local:
+        check_stamp(root.full(shard), stamp, "while it was indexed")
+    return scan, stamp
+
+
 def _index_shards(
-    root: DataRoot, shards: Sequence[str], options: LoadOptions, report: SkipReport, damaged: dict[str, str]
-) -> dict[str, tuple[str, TarMember]]:
+    root: DataRoot,
+    shards: Sequence[str],
+    options: LoadOptions,
+    report: SkipReport,
+    damaged: dict[str, str],
+    report_damage: bool = True,
+) -> ShardIndex:
     """Index every shard; a damaged one raises, or under ``errors="skip"`` keeps its intact members.
 
     Each damaged shard is reported by name and noted in ``damaged`` (shard -> reason), so that the
-    samples it should have held are then reported by id with the cause.
+    samples it should have held are then reported by id with the cause. A refused member (a name stored
+    twice, within or across the shards, or a sparse file) raises, or under skip is kept out of every
+    mode alike and reported with the sample that names it (``_drop_refused``). ``report_damage=False``
+    leaves damage to the stream that reads the shard next (it yields the intact part first).
     """
-    found: dict[str, tuple[str, TarMember]] = {}
-    # remotely, small blocks: the scan seeks from header to header and needs only 512 bytes at each
-    kwargs = {} if root.is_local else {"block_size": 1 << 16}
+    index = ShardIndex()
+    where: dict[str, list[tuple[str, int]]] = {}
     for shard in shards:
-        with root.open(shard, "rb", **kwargs) as f:
-            members, damage = scan_tar(f, root.uri(shard))
-        if damage is not None:
-            handle(damage, options.errors, report, key=f"shard {root.uri(shard)}")
-            damaged[shard] = damage.reason
-        for name, member in members.items():
-            found[name] = (shard, member)
-    return found
+        scan, index.stamps[shard] = _scan_one(root, shard)
+        index.scans[shard] = scan
+        for name, err in scan.refused.items():
+            if options.errors == "raise":
+                raise err
+            index.refused[name] = (shard, err)
+        if scan.damage is not None and report_damage:
+            handle(scan.damage, options.errors, report, key=f"shard {root.uri(shard)}")
+            damaged[shard] = scan.damage.reason
+        for name, member in scan.members.items():
+            where.setdefault(name, []).append((shard, member.offset))
+            index.members[name] = (shard, member)
+    for name, places in where.items():
+        if len(places) > 1:  # the same member in two shards: which one wins would depend on the order
+            index.members.pop(name)
+            err = SparkleDataError(
+                f"tar member {name!r} is stored in {len(places)} shards "
+                f"({', '.join(root.uri(s) for s, _ in places)}): one name must hold one sample",
+                path=root.uri(places[-1][0]),
+            )
+            if options.errors == "raise":
+                raise err
+            index.refused[name] = (places[-1][0], err)
+    return index
+
+
+def _drop_refused(
+    root: DataRoot,
+    entries: Sequence[SampleEntry],
+    index: ShardIndex,
+    options: LoadOptions,
+    report: SkipReport,
+) -> list[SampleEntry]:
+    """Entries whose videos are not refused members; the others are reported by id with the member's error.
+
+    A refused member that no entry names is reported too, by shard and member, so nothing goes unnamed.
+    """
+    kept = []
+    named: set[str] = set()
+    for entry in entries:
+        bad = [rel for rel in (entry.source_path, entry.edited_path) if rel in index.refused]
+        named.update(bad)
+        if not bad:
+            kept.append(entry)
+            continue
+        shard, err = index.refused[bad[0]]
+        handle(
+            SparkleDataError(err.reason, path=root.uri(shard), sample_id=entry.id),
+            options.errors,
+            report,
+            key=entry.id,
+        )
+    for name in sorted(set(index.refused) - named):
+        shard, err = index.refused[name]
+        handle(err, options.errors, report, key=f"shard {root.uri(shard)}::{name}")
+    return kept
 
 
 def _missing_reason(rel: str, shards: Sequence[str], damaged: dict[str, str]) -> str:
@@ -324,8 +458,9 @@ def _gen_tar_index(
 ) -> Iterator[tuple[str, dict]]:
     damaged: dict[str, str] = {}
     shards = list(dict.fromkeys(unit.source_shards + unit.edited_shards))  # paired shards hold both
-    members = _index_shards(root, shards, options, report, damaged)
-    for entry in unit.entries:
+    index = _index_shards(root, shards, options, report, damaged)
+    members = index.members
+    for entry in _drop_refused(root, unit.entries, index, options, report):
         try:
             refs = []
             for rel in (entry.source_path, entry.edited_path):
@@ -338,6 +473,7 @@ def _gen_tar_index(
                 shard, member = members[rel]
                 ref = empty_ref()
                 ref.update(path=root.uri(shard), offset=member.offset, size=member.size, member=rel)
+                ref["stamp"] = member_stamp(index.stamps[shard], member) if root.is_local else None
                 _verify(ref, root, f"{root.uri(shard)}::{rel}", entry.id, options.verify)
                 refs.append(ref)
         except SparkleDataError as err:
@@ -353,18 +489,37 @@ def _stream_members(
     options: LoadOptions,
     report: SkipReport,
     damaged: dict[str, str],
+    index: ShardIndex | None = None,
 ) -> Iterator[tuple[str, bytes, str]]:
-    """Members of each shard in stream order; a damaged shard raises, or under skip ends early (noted)."""
+    """Members of each shard in stream order; a damaged shard raises, or under skip ends early (noted).
+
+    With ``index`` (local shards, scanned first), each member must be where the scan saw it and the file
+    must keep its size, mtime and inode while it is read: a shard replaced or rewritten mid-stream
+    raises ``SparkleDataError`` naming it before any byte of the changed part is yielded.
+    """
     for shard in shards:
         # remotely: no read-ahead, unwanted members are seeked over (see ``hub.iter_remote_tar``)
         with root.open(shard, "rb", **({} if root.is_local else {"cache_type": "none"})) as f:
             try:
                 size = root.remote(shard, lambda full=root.full(shard): root.fs.size(full))
-                members = (
-                    iter_tar(f, root.uri(shard), wanted, size)
-                    if root.is_local
-                    else iter_remote_tar(f, size, root.uri(shard), wanted)
-                )
+                if index is not None:
+                    stamp, full = index.stamps[shard], root.full(shard)
+                    if stamp and file_stamp(full) != stamp:
+                        raise changed_error(root.uri(shard), stamp, file_stamp(full))
+                    members = iter_tar(
+                        f,
+                        root.uri(shard),
+                        wanted,
+                        size,
+                        expected=index.scans[shard],
+                        check=lambda full=full, stamp=stamp: check_stamp(
+                            full, stamp, "while it was streamed"
+                        ),
+                    )
+                elif root.is_local:
+                    members = iter_tar(f, root.uri(shard), wanted, size)
+                else:
+                    members = iter_remote_tar(f, size, root.uri(shard), wanted)
                 for name, data in members:
                     yield name, data, shard
             except SparkleDataError as damage:
@@ -380,22 +535,31 @@ def _gen_tar_stream(
     Both streams are advanced alternately, and whichever is behind is pulled first, so when the shards
     list members in the same order (the official packing: sorted by id) at most one video waits.
     """
+    damaged: dict[str, str] = {}
+    index = None
+    entries: Sequence[SampleEntry] = unit.entries
+    if (
+        root.is_local
+    ):  # a header scan first (cheap: seeks over the data), so streaming refuses what indexing does
+        shards = unit.source_shards + unit.edited_shards
+        index = _index_shards(root, shards, options, report, {}, report_damage=False)
+        entries = _drop_refused(root, unit.entries, index, options, report)
     by_path: dict[str, SampleEntry] = {}
-    for entry in unit.entries:
+    for entry in entries:
         by_path[entry.source_path] = entry
         assert entry.edited_path is not None
         by_path[entry.edited_path] = entry
-    damaged: dict[str, str] = {}
     src_iter = _stream_members(
-        root, unit.source_shards, {e.source_path for e in unit.entries}, options, report, damaged
+        root, unit.source_shards, {e.source_path for e in entries}, options, report, damaged, index
     )
     edt_iter = _stream_members(
         root,
         unit.edited_shards,
-        {e.edited_path for e in unit.entries if e.edited_path},
+        {e.edited_path for e in entries if e.edited_path},
         options,
         report,
         damaged,
+        index,
     )
     pending: dict[str, dict[str, tuple[bytes, str]]] = {"src": {}, "edt": {}}
     done = {"src": False, "edt": False}
@@ -440,7 +604,7 @@ def _gen_tar_stream(
         else:
             which = "edt" if len(pending["src"]) >= len(pending["edt"]) and pending["src"] else "src"
         yield from pull(which)
-    for entry in unit.entries:
+    for entry in entries:
         if entry.id in emitted:
             continue
         missing = [

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..errors import SparkleDataError
 from .video import VideoReader, uniform_indices
 
 # -- training collation ---------------------------------------------------------------------------
@@ -137,7 +139,14 @@ class SparkleCollator:
             th, tw = self._target(readers, name)
             # channels-last memory (the decoder's own layout): filling it is a straight conversion, no transpose
             shape = (len(rows), 3, self.num_frames, th, tw)
-            out = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last_3d)
+            try:
+                out = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last_3d)
+            except (MemoryError, RuntimeError) as e:  # torch reports a failed allocation as RuntimeError
+                raise SparkleDataError(
+                    f"cannot allocate the {name} batch {tuple(shape)} ({4 * math.prod(shape)} bytes of float32, "
+                    f"{e.__class__.__name__}): use fewer frames, a smaller size or a smaller batch",
+                    path=readers[0].name,
+                ) from e
             valid = []
             for b, reader in enumerate(readers):
                 available = reader.num_frames

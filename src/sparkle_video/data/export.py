@@ -33,6 +33,7 @@ from .hub_folder import _VIDEO_COLUMNS, HUB_FEATURES, HUB_SCHEMA
 from .layout import OPENVE_EDIT_TYPE, THEMES
 from .loading import load_sparkle
 from .sources import open_root
+from .writer import csv_quoting
 
 KIWI_CSV_COLUMNS = ("src_video", "tgt_video", "prompt")
 
@@ -119,7 +120,9 @@ def export_kiwi_csv(
             )
         rows += kiwi_rows(root_abs, read_entries(data_root, theme, options, report), base, errors, report)
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=list(KIWI_CSV_COLUMNS), lineterminator="\n", quoting=csv_quoting(rows)
+    )
     writer.writeheader()
     writer.writerows(rows)
     safe_write.write_text(out_csv, buf.getvalue())  # whole or not at all: a full disk leaves no half CSV

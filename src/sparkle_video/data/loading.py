@@ -20,10 +20,12 @@ from typing import Any
 import datasets
 
 from ..errors import SkipReport, SparkleDataError, SparkleHubError
+from .artifacts import CheckedVideoReader
 from .catalog import LoadOptions
 from .hub_folder import is_hub_export, load_hub_export
 from .layout import SPARKLE_BENCH_REPO, SPARKLE_REPO
-from .sources import DataRoot, looks_like_repo_id, open_root
+from .shards import TarMember
+from .sources import DataRoot, FileCheck, looks_like_repo_id, open_root
 from .video import VideoReader
 
 logger = logging.getLogger("sparkle_video")
@@ -43,6 +45,15 @@ def ref_to_video(ref: dict | None, storage_options: dict | None = None) -> Video
     if ref.get("bytes") is not None:
         return VideoReader(ref["bytes"], name=name or "<stream>")
     size = ref.get("size", -1)
+    stamp = ref.get("stamp")
+    if stamp and "://" not in ref["path"]:  # a local file: every open checks it is still what was indexed
+        return CheckedVideoReader(
+            ref["path"],
+            check=file_check(ref["path"], stamp, ref.get("offset") or 0, size, member),
+            offset=ref.get("offset") or 0,
+            size=None if size is None or size < 0 else size,
+            name=name,
+        )
     return VideoReader(
         ref["path"],
         offset=ref.get("offset") or 0,
@@ -50,6 +61,15 @@ def ref_to_video(ref: dict | None, storage_options: dict | None = None) -> Video
         name=name,
         storage_options=storage_options,
     )
+
+
+def file_check(path: str, stamp: str, offset: int, size: int | None, member: str | None) -> FileCheck:
+    """The check for a stamped reference: the file's stamp, plus the member header checksum for a shard."""
+    file_part, _, chksum = stamp.partition("|chksum=")
+    tar_member = None
+    if chksum and member:
+        tar_member = TarMember(member, offset, size if size is not None else -1, int(chksum))
+    return FileCheck(path, file_part, tar_member)
 
 
 def ref_to_image(ref: dict | None, storage_options: dict | None = None) -> Any:

@@ -17,6 +17,11 @@ from ..errors import SparkleDataError
 QWEN_BOX_SCALE = 1000.0
 #: Every ``.npz`` is a zip archive; checking this first avoids numpy's misleading "pickled data" message.
 ZIP_MAGIC = b"PK\x03\x04"
+#: The largest mask a file may declare: 81 frames of 4096 x 4096 (about 170 MB packed, 1.4 GB unpacked).
+#: A bigger claim is refused before anything is inflated, so a small file cannot exhaust memory.
+MAX_MASK_BITS = 81 * 4096 * 4096
+#: ``shape.npy`` holds three integers: a member bigger than this is not one.
+MAX_SHAPE_MEMBER_BYTES = 4096
 
 
 def pack_mask(mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -45,7 +50,12 @@ def save_mask(mask: np.ndarray, path: str | os.PathLike | IO[bytes]) -> None:
 
 
 def load_mask(source: str | os.PathLike | bytes | IO[bytes], name: str | None = None) -> np.ndarray:
-    """Read a Sparkle mask ``.npz`` (never unpickles) -> boolean ``(T, H, W)``."""
+    """Read a Sparkle mask ``.npz`` (never unpickles) -> boolean ``(T, H, W)``.
+
+    The archive is read member by member with bounded reads: ``shape`` first (three positive integers,
+    at most ``MAX_MASK_BITS`` in all), then ``mask``, whose declared length and stored size must be
+    exactly what that shape packs into, before a byte of it is inflated.
+    """
     label = name or (os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<mask>")
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -55,18 +65,91 @@ def load_mask(source: str | os.PathLike | bytes | IO[bytes], name: str | None = 
             f"not an npz file (a zip archive starts with {ZIP_MAGIC!r}, got {head!r})", path=label
         )
     try:
-        with np.load(source, allow_pickle=False) as data:
-            if "mask" not in data.files or "shape" not in data.files:
-                raise SparkleDataError(
-                    f"mask file lacks 'mask'/'shape' arrays (has {data.files})", path=label
-                )
-            return unpack_mask(data["mask"], data["shape"])
+        with zipfile.ZipFile(source) as zf:
+            members = {info.filename: info for info in zf.infolist()}
+            if "mask.npy" not in members or "shape.npy" not in members:
+                files = [n[: -len(".npy")] if n.endswith(".npy") else n for n in members]
+                raise SparkleDataError(f"mask file lacks 'mask'/'shape' arrays (has {files})", path=label)
+            shape = _read_shape(zf, members["shape.npy"], label)
+            return unpack_mask(_read_packed(zf, members["mask.npy"], shape, label), shape)
     except SparkleDataError:
         raise
-    except ValueError as e:  # object arrays refuse to load without pickle
+    except ValueError as e:  # a header numpy cannot parse
         raise SparkleDataError(f"unreadable mask ({e})", path=label) from e
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a truncated or corrupt archive
         raise SparkleDataError(f"not an npz file ({e})", path=label) from e
+
+
+def _npy_header(f: IO[bytes], member: str, label: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, header bytes)`` of an ``.npy`` stream; object dtypes are refused (no pickle)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # pragma: no cover - read_magic accepts only these majors
+        raise SparkleDataError(f"unreadable mask ({member}: npy version {version})", path=label)
+    if dtype.hasobject:
+        raise SparkleDataError(
+            f"unreadable mask ({member} holds Python objects, which are never unpickled)", path=label
+        )
+    return tuple(int(s) for s in shape), dtype, f.tell()
+
+
+def _read_shape(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> tuple[int, int, int]:
+    if info.file_size > MAX_SHAPE_MEMBER_BYTES:
+        raise SparkleDataError(
+            f"unreadable mask (shape.npy claims {info.file_size} bytes; three integers need far fewer)",
+            path=label,
+        )
+    with zf.open(info) as raw:
+        f = io.BytesIO(raw.read(MAX_SHAPE_MEMBER_BYTES + 1))
+    dims, dtype, _ = _npy_header(f, "shape.npy", label)
+    if dtype.kind not in "iu" or dims != (3,):
+        raise SparkleDataError(
+            f"unreadable mask (shape must be 3 integers, got a {dtype} array of shape {dims})", path=label
+        )
+    values = np.frombuffer(f.read(3 * dtype.itemsize), dtype=dtype)
+    if values.size != 3:
+        raise SparkleDataError("unreadable mask (shape.npy is truncated)", path=label)
+    shape = tuple(int(v) for v in values)
+    if any(v <= 0 for v in shape):
+        raise SparkleDataError(
+            f"unreadable mask (shape must be three positive sizes, got {shape})", path=label
+        )
+    total = shape[0] * shape[1] * shape[2]
+    if total > MAX_MASK_BITS:
+        raise SparkleDataError(
+            f"unreadable mask (shape {shape} is {total} pixels, over the limit of {MAX_MASK_BITS} "
+            "= 81 x 4096 x 4096)",
+            path=label,
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _read_packed(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, int, int], label: str
+) -> np.ndarray:
+    """The packed bits, read only once their declared and stored sizes agree with ``shape``."""
+    need = (shape[0] * shape[1] * shape[2] + 7) // 8
+    with zf.open(info) as f:
+        dims, dtype, header = _npy_header(f, "mask.npy", label)
+        if dtype.itemsize != 1 or dtype.kind not in "uib" or len(dims) != 1 or dims[0] != need:
+            raise SparkleDataError(
+                f"unreadable mask (shape {shape} packs into {need} bytes, but mask.npy declares a {dtype} "
+                f"array of shape {dims})",
+                path=label,
+            )
+        if info.file_size != header + need:
+            raise SparkleDataError(
+                f"unreadable mask (mask.npy stores {info.file_size} bytes, its header and {need} bytes of bits "
+                f"take {header + need})",
+                path=label,
+            )
+        data = f.read(need)
+        if len(data) != need or f.read(1):  # reading to the end also checks the member's CRC
+            raise SparkleDataError("not an npz file (mask.npy is truncated)", path=label)
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def _read_head(source: str | os.PathLike | IO[bytes], label: str, n: int = 4) -> bytes:

@@ -53,6 +53,24 @@ def read_csv_rows(text: str, path: str, required: Sequence[str]) -> list[dict[st
     return list(reader)
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """A JSONL file's lines, split on ``\n`` only.
+
+    ``str.splitlines`` also splits on U+2028, U+0085 and other separators that JSON strings may hold
+    raw (``json.dumps(..., ensure_ascii=False)`` writes them), which would cut a record in two.
+    """
+    lines = text.split("\n")
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def parse_json_line(line: str) -> object:
+    """``json.loads`` whose failures are all ``ValueError``: absurd nesting is a bad line, not a crash."""
+    try:
+        return json.loads(line)
+    except RecursionError as e:
+        raise ValueError(f"nested too deeply to parse ({len(line)} characters)") from e
+
+
 def read_jsonl(
     text: str,
     path: str,
@@ -69,11 +87,11 @@ def read_jsonl(
     records: dict[str, dict] = {}
     first_line: dict[str, int] = {}
     bad: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json_line(line)
             if not isinstance(record, dict) or not isinstance(record.get("id"), str):
                 raise ValueError("record is not an object with a string 'id'")
         except ValueError as e:

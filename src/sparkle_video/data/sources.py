@@ -19,6 +19,7 @@ import fsspec
 
 from ..errors import SparkleDataError, SparkleHubError
 from .layout import SHARD_RE
+from .shards import TarMember, check_member_header
 from .transport import hub_error, hub_error_for_url
 
 T = TypeVar("T")
@@ -71,6 +72,19 @@ class DataRoot:
             if err is None:
                 raise
             raise err from e
+
+    @property
+    def is_pinned(self) -> bool:
+        """A Hub snapshot at a commit: immutable, so there is nothing to re-check."""
+        return bool(PINNED_URL_RE.match(self.uri("x")))
+
+    def stamp(self, rel: str) -> str:
+        """What a file is now (see :func:`file_stamp`); ``""`` for a pinned Hub snapshot."""
+        if self.is_pinned:
+            return ""
+        if self.is_local:
+            return file_stamp(self.full(rel))
+        return self.remote(rel, lambda: f"size={int(self.fs.size(self.full(rel)))}")
 
     def exists(self, rel: str) -> bool:
         if self.is_local:
@@ -161,3 +175,63 @@ def open_root(source: str | os.PathLike, storage_options: dict[str, Any] | None 
     if "://" in src and not root.fs.exists(root.path):
         raise SparkleDataError("dataset location not found", path=src)
     return root
+
+
+# -- files that must not change under a reader ----------------------------------------------------
+def file_stamp(path: str) -> str:
+    """``size=..;mtime_ns=..;ino=..`` of a local file: recorded when it is indexed, compared on each open."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise SparkleDataError(f"file cannot be read ({e.strerror or e})", path=path) from e
+    return _stat_stamp(st)
+
+
+def _stat_stamp(st: os.stat_result) -> str:
+    return f"size={st.st_size};mtime_ns={st.st_mtime_ns};ino={st.st_ino}"
+
+
+def changed_error(path: str, was: str, now: str, when: str = "since it was indexed") -> SparkleDataError:
+    """The one error for a file that is no longer what the index saw (its bytes may be another sample's)."""
+    return SparkleDataError(
+        f"file changed {when} (was {was}, now {now}): its byte ranges may hold other bytes; "
+        "load the dataset again",
+        path=path,
+    )
+
+
+def check_stamp(path: str, stamp: str, when: str = "since it was indexed") -> None:
+    """Raise when a local file's stamp differs from ``stamp`` (an empty stamp checks nothing)."""
+    if stamp:
+        now = file_stamp(path)
+        if now != stamp:
+            raise changed_error(path, stamp, now, when)
+
+
+class FileCheck:
+    """Checks that a local file (or a tar member's shard) is still what was indexed.
+
+    ``VideoReader``s of indexed rows run it on every open: the file's size, mtime and inode against the
+    stamp taken when indexing, and for a tar member its header checksum (one 512-byte read beside the
+    member's own bytes). Picklable, so DataLoader workers check too.
+    """
+
+    def __init__(self, path: str, stamp: str, member: TarMember | None = None):
+        self.path = path
+        self.stamp = stamp
+        self.member = member
+
+    def verify(self) -> None:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - closed by the ``with`` below; only the open may fail here
+        except FileNotFoundError as e:
+            raise SparkleDataError("file is gone since it was indexed", path=self.path) from e
+        with f:
+            now = _stat_stamp(os.fstat(f.fileno()))
+            if self.stamp and now != self.stamp:
+                raise changed_error(self.path, self.stamp, now)
+            if self.member is not None:
+                check_member_header(f, self.member, self.path)
+
+    def __repr__(self) -> str:
+        return f"FileCheck({self.path!r})"

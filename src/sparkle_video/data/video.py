@@ -50,6 +50,8 @@ RESIZE_INTERPOLATION = "AREA"
 #: (the decode ends early instead of raising at the frame), and on 2 cores measured no faster with colour
 #: conversion running beside the decoder (see benchmarks/decode.py).
 DECODE_THREAD_TYPE = "SLICE"
+#: The largest frame side a container may claim (H.264's and HEVC's own limits are below it).
+MAX_FRAME_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -459,7 +461,7 @@ class VideoReader:
         container, f = self._open_container()
         keep = False
         try:
-            metadata, demuxed = self._metadata_of(container)
+            metadata, demuxed = self._metadata_of(container, f)
             # a decode usually follows the header read (``num_frames`` then ``get_frames``): keep the
             # container, so the file is read once; never after demuxing (it is no longer at the start)
             keep = not demuxed
@@ -471,7 +473,7 @@ class VideoReader:
             else:
                 _close_quietly(container, f)
 
-    def _metadata_of(self, container: Any) -> tuple[VideoMetadata, bool]:
+    def _metadata_of(self, container: Any, f: IO[bytes]) -> tuple[VideoMetadata, bool]:
         """The video stream's metadata, and whether packets had to be demuxed to count its frames."""
         demuxed = False
         stream = container.streams.video[0]
@@ -492,6 +494,7 @@ class VideoReader:
             duration = n / fps
         else:
             duration = 0.0
+        check_claims(n, fps, duration, int(ctx.width), int(ctx.height), _stream_size(f), self.name)
         return VideoMetadata(
             num_frames=n,
             fps=fps,
@@ -579,7 +582,7 @@ class VideoReader:
             stream = container.streams.video[0]
             stream.thread_type = DECODE_THREAD_TYPE
             h, w = size if size is not None else (stream.codec_context.height, stream.codec_context.width)
-            out = np.empty((len(distinct), int(h), int(w), 3), dtype=np.uint8)
+            out = _frame_buffer(len(distinct), int(h), int(w), self.name)
 
             def convert(k: int, frame: av.VideoFrame) -> None:  # runs beside the decoder
                 out[k] = frame.to_ndarray(**kwargs)
@@ -665,7 +668,68 @@ class VideoReader:
         value_range: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """Frames as a float ``(C, T, H, W)`` tensor scaled to ``value_range``."""
-        return frames_to_tensor(self.get_frames(indices, size=size), value_range=value_range)
+        frames = self.get_frames(indices, size=size)
+        try:
+            return frames_to_tensor(frames, value_range=value_range)
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "memory" not in str(e).lower():
+                raise
+            raise SparkleDataError(
+                f"cannot allocate a float tensor of {frames.size * 4} bytes for {frames.shape[0]} frames "
+                f"({e.__class__.__name__}): ask for fewer frames or a smaller size",
+                path=self.name,
+            ) from e
+
+
+def _stream_size(f: IO[bytes]) -> int | None:
+    """The opened file's size in bytes (its position is kept), or ``None`` when it cannot seek."""
+    try:
+        pos = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+        return int(end)
+    except (OSError, ValueError):
+        return None
+
+
+def check_claims(
+    num_frames: int, fps: float, duration: float, width: int, height: int, file_bytes: int | None, name: str
+) -> None:
+    """Refuse container claims that cannot be true, before anything is sized from them.
+
+    Every frame takes at least one byte of the file, a clip lasting ``duration`` seconds at ``fps``
+    holds about ``duration * fps`` frames, and no codec decodes a side beyond ``MAX_FRAME_SIDE``; a
+    header that says otherwise is damaged (or hostile) and would make ``get_frames`` allocate wildly.
+    """
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        raise SparkleDataError(
+            f"the container claims {width}x{height} frames, beyond any codec's limit ({MAX_FRAME_SIDE})",
+            path=name,
+        )
+    if file_bytes is not None and num_frames > file_bytes:
+        raise SparkleDataError(
+            f"the container claims {num_frames} frames in a {file_bytes}-byte file (each frame takes at "
+            "least a byte): its header is damaged",
+            path=name,
+        )
+    if fps > 0 and duration > 0 and num_frames > 2 * duration * fps + 16:
+        raise SparkleDataError(
+            f"the container claims {num_frames} frames in {duration:g} s at {fps:g} fps (about "
+            f"{round(duration * fps)} frames): its header is damaged",
+            path=name,
+        )
+
+
+def _frame_buffer(count: int, height: int, width: int, name: str) -> np.ndarray:
+    """``np.empty`` for decoded frames; running out of memory is named (file and size), never bare."""
+    try:
+        return np.empty((count, height, width, 3), dtype=np.uint8)
+    except (MemoryError, ValueError) as e:
+        raise SparkleDataError(
+            f"cannot allocate {count * height * width * 3} bytes for {count} frames of {width}x{height} "
+            f"({e.__class__.__name__}): ask for fewer frames or a smaller size",
+            path=name,
+        ) from e
 
 
 def _to_rgb(frame: av.VideoFrame, kwargs: dict[str, Any]) -> np.ndarray:

@@ -45,6 +45,7 @@ from .layout import (
     video_path,
 )
 from .masks import pack_mask
+from .records import jsonl_lines, parse_json_line
 from .video import write_video
 
 logger = logging.getLogger("sparkle_video")
@@ -179,16 +180,39 @@ def _image_bytes(image: ImageLike) -> bytes:
     return buf.getvalue()
 
 
+def csv_quoting(rows: Sequence[dict[str, Any]]) -> int:
+    """``csv.QUOTE_ALL`` when a value holds ``\r``, else ``QUOTE_MINIMAL``.
+
+    With ``lineterminator="\n"`` the csv module quotes a field holding ``\n`` but not one holding a
+    lone ``\r``, which a reader then refuses ("new-line character seen in unquoted field").
+    """
+    carriage = any("\r" in str(v) for row in rows for v in row.values() if v is not None)
+    return csv.QUOTE_ALL if carriage else csv.QUOTE_MINIMAL
+
+
 def _csv_text(columns: Sequence[str], rows: Iterable[dict[str, str]]) -> str:
+    rows = list(rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", quoting=csv_quoting(rows))
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
+#: Line separators other than ``\n`` that JSON may hold raw; escaped so that any line splitter reads one record per line.
+_LINE_SEPARATORS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"}
+
+
+def json_line(record: dict) -> str:
+    """One JSONL line: UTF-8 text kept readable, but every line separator besides the final ``\n`` escaped."""
+    text = json.dumps(record, ensure_ascii=False)
+    for raw, escaped in _LINE_SEPARATORS.items():
+        text = text.replace(raw, escaped)
+    return text + "\n"
+
+
 def _jsonl_text(records: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return "".join(json_line(r) for r in records)
 
 
 def _by_theme(records: Sequence[SampleRecord]) -> dict[str, list[SampleRecord]]:
@@ -363,13 +387,15 @@ def _kept_csv(text: str, keep: set[str]) -> str:
 def _kept_jsonl(text: str, keep: set[str]) -> str:
     """JSONL lines that parse as an object whose id is in ``keep`` (bad lines were reported when read)."""
     out = []
-    for line in text.splitlines(keepends=True):
+    for line in jsonl_lines(text):
+        if not line.strip():
+            continue
         try:
-            record = json.loads(line)
+            record = parse_json_line(line)
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("id") in keep:
-            out.append(line if line.endswith("\n") else line + "\n")
+            out.append(line + "\n")
     return "".join(out)
 
 
