@@ -118,6 +118,116 @@ def grow_box(
     return (max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(width, int(x2 + dx)), min(height, int(bottom)))
 
 
+def subject_box(
+    box: tuple[int, int, int, int], width: int, height: int, side: float = 0.08, up: float = 0.8
+) -> tuple[int, int, int, int]:
+    """Where the whole subject may be, given the box of its moving parts: wider by ``side`` of the box's
+    width each side, taller by ``up`` of its height above (a still head sits above moving hands), and
+    down to the frame's bottom when it comes close to it."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * side, (y2 - y1) * up
+    bottom = height if y2 + (y2 - y1) * 0.2 >= height * 0.65 else y2 + (y2 - y1) * 0.2
+    return (max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(width, int(x2 + dx)), min(height, int(bottom)))
+
+
+def whole_subject(
+    image: np.ndarray,
+    moving: np.ndarray,
+    box: tuple[int, int, int, int],
+    revealed: np.ndarray | None = None,
+    iterations: int = 4,
+) -> np.ndarray:
+    """The whole subject in ``image``, still parts included: GrabCut over ``subject_box(box)`` (inside
+    probably foreground, outside certainly background) with the ``moving`` pixels fixed as foreground
+    and the ``revealed`` ones (where the subject moves at other times but not in this frame: background
+    showing through) fixed as background.
+
+    Motion alone finds only what moves; the colour models learnt from the moving pixels and from the
+    scene around and between them extend it to a still head or torso that stands out from the scene.
+    """
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = subject_box(box, w, h)
+    inside = np.zeros((h, w), bool)
+    inside[y1:y2, x1:x2] = True
+    seeds = moving & inside
+    if x2 - x1 < 4 or y2 - y1 < 4 or inside.all():
+        return seeds
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[inside] = cv2.GC_PR_FGD
+    core = cv2.erode(seeds.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    mask[core] = cv2.GC_FGD
+    if revealed is not None:
+        near = cv2.dilate(moving.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        mask[revealed & inside & ~near] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return seeds
+    out = clean_mask((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1, 3)
+    return drop_specks(out, seeds)
+
+
+def drop_specks(mask: np.ndarray, seeds: np.ndarray, min_share: float = 0.15) -> np.ndarray:
+    """``mask`` without its small stray parts: a part stays when it touches ``seeds`` or has at least
+    ``min_share`` of the largest part's area (a still torso is large; a speck of background is not)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = {i + 1 for i, a in enumerate(areas) if a >= min_share * areas.max()}
+    keep |= {int(i) for i in np.unique(labels[seeds & mask]) if i > 0}
+    return np.isin(labels, sorted(keep))
+
+
+def merge_boxes(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Boxes of moving parts joined into one per subject: two parts closer than ``reach`` of the taller
+    one's height (two arms either side of a still torso) are one subject. Largest first."""
+    merged = [tuple(b) for b in boxes]
+    changed = True
+    while changed and len(merged) > 1:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                a1, b1 = merged[i], merged[j]
+                reach = 0.8 * max(a1[3] - a1[1], b1[3] - b1[1])
+                gap_x = max(a1[0], b1[0]) - min(a1[2], b1[2])
+                gap_y = max(a1[1], b1[1]) - min(a1[3], b1[3])
+                if gap_x < reach and gap_y < reach / 2:
+                    p, q = merged[i], merged.pop(j)
+                    merged[i] = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
+                    changed = True
+                    break
+            if changed:
+                break
+    return sorted(merged, key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))
+
+
+def subject_boxes(
+    image: np.ndarray, moving: np.ndarray, active: np.ndarray, max_objects: int
+) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes of each whole subject of one frame, largest first.
+
+    ``active`` is where anything moves over the clip (it places the subjects), ``moving`` what departs
+    from the background in this frame (the seeds); :func:`whole_subject` finds each subject's still parts.
+    """
+    h, w = moving.shape
+    out = []
+    for box in merge_boxes(object_boxes(active, max_objects=max_objects * 3), w, h)[:max_objects]:
+        inside = np.zeros((h, w), bool)
+        inside[box[1] : box[3], box[0] : box[2]] = True
+        part = whole_subject(image, moving & inside, box, active & ~moving)
+        found = object_boxes(part, min_area=0.0, max_objects=1) if part.any() else []
+        if found:
+            x1, y1, x2, y2 = found[0]
+            # a detached part (a hand off to the side) still counts: the box spans all of it
+            ys, xs = np.nonzero(part)
+            found = [(min(x1, int(xs.min())), min(y1, int(ys.min())), max(x2, int(xs.max()) + 1), max(y2, int(ys.max()) + 1))]
+        out.append(found[0] if found else box)
+    return out
+
+
 def subject_labels(count: int) -> list[str]:
     return ["moving subject" if i == 0 else f"moving subject {i + 1}" for i in range(count)]
 
@@ -167,11 +277,16 @@ class ReferenceVLM(_FromConfig):
         return [clean_mask(difference(f, background) > self.threshold) for f in frames]
 
     def ground_clip(self, frames: np.ndarray) -> list[GroundedObject]:
-        """Round 1 with the whole clip at hand: the moving blobs of frame 0 against the clip's median."""
+        """Round 1 with the whole clip at hand: each subject of frame 0, still parts included.
+
+        Where pixels depart from the clip's median anywhere in the clip places each subject; GrabCut on
+        frame 0 around it (:func:`whole_subject`) finds all of it, a still head or torso included.
+        """
         small = np.stack([scale_to_width(f, self.work_width) for f in frames])
-        fg = self._foreground(small[:1], background_model(small))[0]
-        h, w = fg.shape
-        boxes = [grow_box(b, w, h) for b in object_boxes(fg, max_objects=self.max_objects)]
+        moving = self._foreground(small, background_model(small))
+        active = np.any(np.stack(moving), axis=0)
+        h, w = active.shape
+        boxes = [grow_box(b, w, h, margin=0.06) for b in subject_boxes(small[0], moving[0], active, self.max_objects)]
         return [
             GroundedObject(label, pixels_to_qwen_box(box, w, h))
             for label, box in zip(subject_labels(len(boxes)), boxes, strict=True)
@@ -189,13 +304,15 @@ class ReferenceVLM(_FromConfig):
         ]
 
     def relocate(self, frames: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[GroundedObject]]:
-        """Per frame, the k-th largest moving blob answers the k-th label (empty box when missing)."""
+        """Per frame, the k-th largest subject answers the k-th label (empty box when missing); each box
+        covers the whole subject (:func:`whole_subject`), not only its moving parts."""
         small = np.stack([scale_to_width(np.asarray(f), self.work_width) for f in frames])
-        background = background_model(small)
+        moving = self._foreground(small, background_model(small))
+        active = np.any(np.stack(moving), axis=0)
         out = []
-        for fg in self._foreground(small, background):
+        for image, fg in zip(small, moving, strict=True):
             h, w = fg.shape
-            boxes = [grow_box(b, w, h) for b in object_boxes(fg, max_objects=len(labels))]
+            boxes = [grow_box(b, w, h, margin=0.06) for b in subject_boxes(image, fg, active, len(labels))]
             out.append(
                 [
                     GroundedObject(label, pixels_to_qwen_box(boxes[i], w, h) if i < len(boxes) else ())
@@ -233,20 +350,29 @@ def grabcut_rect(image: np.ndarray, rect: tuple[int, int, int, int], iterations:
 
 
 def grabcut_seeded(
-    image: np.ndarray, box: tuple[int, int, int, int], seeds: np.ndarray, iterations: int = 3
+    image: np.ndarray,
+    box: tuple[int, int, int, int],
+    seeds: np.ndarray,
+    revealed: np.ndarray | None = None,
+    iterations: int = 3,
 ) -> np.ndarray:
-    """GrabCut inside ``box`` with ``seeds`` (likely-foreground pixels) marked as probable foreground."""
+    """GrabCut inside ``box`` (probably foreground, as a box drawn around a subject) with ``seeds``
+    (pixels that move) fixed as foreground and ``revealed`` (background the subject uncovers) fixed as
+    background; outside the box is background. A still part of the subject inside the box stays
+    foreground when its colours differ from the scene around it."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = box
     if not seeds[y1:y2, x1:x2].any():
         return grabcut_rect(image, box, iterations)
     mask = np.full((h, w), cv2.GC_BGD, np.uint8)
-    mask[y1:y2, x1:x2] = cv2.GC_PR_BGD
+    mask[y1:y2, x1:x2] = cv2.GC_PR_FGD
     inside = np.zeros((h, w), bool)
     inside[y1:y2, x1:x2] = True
-    mask[seeds & inside] = cv2.GC_PR_FGD
     core = cv2.erode(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & inside
     mask[core] = cv2.GC_FGD
+    if revealed is not None:
+        near = cv2.dilate(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        mask[revealed & inside & ~near] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     try:
@@ -254,6 +380,7 @@ def grabcut_seeded(
     except cv2.error:
         return seeds & inside
     out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    out = drop_specks(out, seeds & inside)
     return out if out.any() else seeds & inside
 
 
@@ -348,12 +475,14 @@ class _ClipCache:
             small = np.stack([scale_to_width(f, work_width) for f in frames])
             gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small])
             background = background_model(small)
+            diff = np.stack([difference(f, background) for f in small])
             self.key, self.value = (
                 key,
                 {
                     "small": small,
                     "gray": gray,
-                    "diff": np.stack([difference(f, background) for f in small]),
+                    "diff": diff,
+                    "active": np.any(np.stack([clean_mask(d > 30) for d in diff]), axis=0),
                     "flow": {},
                 },
             )
@@ -406,9 +535,10 @@ class ReferenceSegmenter(_FromConfig):
                 max(int(x1 * sx) + 1, round(x2 * sx)),
                 max(int(y1 * sy) + 1, round(y2 * sy)),
             )
-            seeds = clip["diff"][anchor] > self.high
+            seeds = clean_mask(clip["diff"][anchor] > self.high)
+            revealed = clip["active"] & ~seeds
             masks = np.zeros((t, sh, sw), bool)
-            masks[anchor] = clean_mask(grabcut_seeded(small[anchor], sbox, seeds), 1, 3)
+            masks[anchor] = clean_mask(grabcut_seeded(small[anchor], sbox, seeds, revealed), 1, 3)
             for i in range(anchor + 1, t):
                 masks[i] = self._propagate(clip, masks[i - 1], i - 1, i)
             for i in range(anchor - 1, -1, -1):
