@@ -24,6 +24,7 @@ from ..data.video import VideoReader, write_video
 from .backends.protocols import ROLES, EditScore
 from .backends.registry import BackendConfig
 from .camera import needed_frames
+from .settings import working_clip
 from .ledger import STAGES, Ledger, Outcome, write_atomic, write_json_atomic
 from .stages import (
     check_source,
@@ -220,55 +221,71 @@ def read_source(ctx: StageContext, sample_id: str) -> np.ndarray:
 
 
 # -- the five steps ------------------------------------------------------------------------------
+def camera_decode_size(width: int, height: int, work_width: int) -> tuple[int, int] | None:
+    """``(height, width)`` to decode at for the camera check (twice its working width), or ``None``
+    when the source is already that small."""
+    target = work_width * 2
+    if width <= target:
+        return None
+    return max(2, round(height * target / width / 2) * 2), target
+
+
 def step_camera(ctx: StageContext, item: PlanItem) -> Outcome:
+    """Stage 1 on the working clip (:func:`~sparkle_video.generation.settings.working_clip`): the
+    source brought to the paper's budget (at most 1280x720, 16 fps, 81 frames) before anything else."""
     ws, settings = ctx.workspace, ctx.settings
     reader = VideoReader(item.source)
     try:
         meta = reader.metadata
     except Exception as e:  # av raises many kinds; any unreadable file is a rejected input
         return Outcome("rejected", f"unreadable source: {e}")
-    check = check_source(meta, settings)
+    source_fps = float(Fraction(meta.fps).limit_denominator(1001))
+    clip = working_clip(meta.num_frames, source_fps, meta.width, meta.height, settings)
+    check = check_source(meta, settings, clip.num_frames)
     if not check.ok:
         return Outcome("rejected", check.reason)
-    num_frames = min(meta.num_frames, settings.num_frames)
     limits = settings.camera
-    work = (limits.work_width * 2, max(2, round(meta.height * limits.work_width * 2 / meta.width / 2) * 2))
-    indices = needed_frames(num_frames, limits)
+    picks = needed_frames(clip.num_frames, limits)
     try:
-        decoded = reader.get_frames(indices, size=work if meta.width > work[0] else None)
+        decoded = reader.get_frames(
+            [clip.indices[i] for i in picks], size=camera_decode_size(meta.width, meta.height, limits.work_width)
+        )
         fine = None
         if settings.fine_camera_check:
-            fine_idx = np.linspace(0, num_frames - 1, 8).round().astype(int).tolist()
-            fine = list(reader.get_frames(fine_idx))
+            fine_idx = np.linspace(0, clip.num_frames - 1, 8).round().astype(int).tolist()
+            fine = list(reader.get_frames([clip.indices[i] for i in fine_idx]))
     except Exception as e:
         return Outcome("rejected", f"unreadable source: {e}")
-    frames = dict(zip(indices, decoded, strict=True))
+    frames = dict(zip(picks, decoded, strict=True))
     result = filter_camera(frames, settings, ctx.backend("vlm") if fine is not None else None, fine)
     ws.write_json(item.id, "camera.json", result.to_dict())
     if not result.passed:
         return Outcome("rejected", result.reason)
-    fps = float(Fraction(meta.fps).limit_denominator(1001))
-    if (
-        meta.num_frames <= settings.num_frames
-        and Path(item.source).suffix.lower() == ".mp4"
-        and meta.codec == "h264"
-    ):
+    unchanged = clip.unchanged(meta.num_frames, source_fps, meta.width, meta.height)
+    if unchanged and Path(item.source).suffix.lower() == ".mp4" and meta.codec == "h264":
         target = ws.file(item.id, "source.mp4")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(".source.mp4.tmp")
         shutil.copyfile(item.source, tmp)
         tmp.replace(target)
-    else:  # keep the first num_frames frames (as the method does), as H.264 mp4 like the published clips
-        ws.write_video(item.id, "source.mp4", reader.get_frames(list(range(num_frames))), fps)
+    else:  # the working clip, as H.264 mp4 like the published clips
+        size = None if (clip.width, clip.height) == (meta.width, meta.height) else (clip.height, clip.width)
+        ws.write_video(item.id, "source.mp4", reader.get_frames(list(clip.indices), size=size), clip.fps)
     ws.write_json(
         item.id,
         "source.json",
         {
             "source": item.source,
-            "fps": fps,
-            "num_frames": num_frames,
-            "width": meta.width,
-            "height": meta.height,
+            "fps": clip.fps,
+            "num_frames": clip.num_frames,
+            "width": clip.width,
+            "height": clip.height,
+            "original": {
+                "fps": source_fps,
+                "num_frames": meta.num_frames,
+                "width": meta.width,
+                "height": meta.height,
+            },
         },
     )
     return Outcome("passed", result.reason)
@@ -316,7 +333,7 @@ def step_background(ctx: StageContext, item: PlanItem) -> Outcome:
         ctx.backend("scorer"),
         prompt,
         ctx.thresholds.erase,
-        len(frames),
+        ctx.settings.num_frames,
         ctx.settings.seed,
     )
     objects = [{"label": o.label, "bbox_2d": list(o.bbox_2d)} for o in result.objects]

@@ -149,6 +149,20 @@ class EditScorer(Protocol):
     def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore: ...
 
 
+@runtime_checkable
+class MaskAwareScorer(Protocol):
+    """Optional extra of a scorer backend: scoring an erase knowing where its hole was.
+
+    Stage 3 calls ``score_erase(edited_frame0, erased, instruction, mask)`` when the scorer has it and
+    ``score(...)`` otherwise; EditScore judges the pictures alone, the reference scorer uses the hole to
+    check that no subject is left next to it.
+    """
+
+    def score_erase(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray
+    ) -> EditScore: ...
+
+
 #: Role name -> protocol; config files and the registry use these names.
 ROLES: dict[str, type] = {
     "vlm": VisionLanguageModel,

@@ -495,6 +495,7 @@ class ReferenceSegmenter(_FromConfig):
 
     work_width: int = 256
     high: int = 30
+    low: int = 12
 
     def __post_init__(self) -> None:
         self._cache = _ClipCache()
@@ -509,7 +510,8 @@ class ReferenceSegmenter(_FromConfig):
 
     def _propagate(self, clip: dict[str, Any], mask: np.ndarray, src: int, dst: int) -> np.ndarray:
         """Carry ``mask`` from frame ``src`` to ``dst`` along the flow, growing it into nearby pixels that
-        clearly depart from the background model (a limb that starts to move)."""
+        clearly depart from the background model (a limb that starts to move), and dropping the pixels a
+        moving part has left (they match the empty scene again)."""
         h, w = mask.shape
         flow = self._flow(clip, src, dst)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -517,7 +519,9 @@ class ReferenceSegmenter(_FromConfig):
             cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
         )
         near = cv2.dilate(warped.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-        return clean_mask(warped | (near & (clip["diff"][dst] > self.high)), 1, 3)
+        # where the subject moves at times but this frame matches the empty scene, it has moved away
+        uncovered = clip["active"] & (clip["diff"][dst] < self.low)
+        return clean_mask((warped & ~uncovered) | (near & (clip["diff"][dst] > self.high)), 1, 3)
 
     def segment(self, frames: np.ndarray, anchor: int, boxes: Sequence[Box]) -> np.ndarray:
         frames = np.asarray(frames)
@@ -549,52 +553,167 @@ class ReferenceSegmenter(_FromConfig):
         return out
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every enclosed hole filled (flood fill from the border)."""
+    m = mask.astype(np.uint8)
+    h, w = m.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = m
+    flood = padded.copy()
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
+    return (m | (1 - flood[1:-1, 1:-1])).astype(bool)
+
+
+def source_edge_region(
+    control: np.ndarray, source: np.ndarray, background: np.ndarray, mask: np.ndarray, low: int, high: int
+) -> np.ndarray:
+    """Where one frame of the fused control video follows the *source*: its edges that are the
+    source's and not the background's, closed and filled into regions, plus each part of ``mask`` that
+    holds such edges (a mask part with no source edge in the control is left to the background)."""
+    edges = control[..., 0] > 127
+    src = cv2.Canny(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), low, high) > 0
+    bg = cv2.Canny(cv2.cvtColor(background, cv2.COLOR_RGB2GRAY), low, high) > 0
+    own = edges & src & ~bg
+    h, w = own.shape
+    k = max(3, w // 60) | 1
+    closed = cv2.morphologyEx(own.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(bool)
+    region = fill_holes(closed)
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n > 1:
+        near = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        hit = np.unique(labels[near & mask])
+        region |= np.isin(labels, hit[hit > 0])
+    return region
+
+
 @dataclass
 class ReferenceControlVideo(_FromConfig):
-    """The source foreground composited over the background video, feathered and relit."""
+    """The control video's structure, rendered by compositing instead of a video model.
 
-    harmonise_strength: float = 0.3
+    Frame 0 is the edited frame 0. Every other frame takes the source's pixels where the fused control
+    video follows the source (:func:`source_edge_region`) and the background video elsewhere, with
+    feathered edges; the subject is relit by the shift the image editor gave it on frame 0 (edited
+    frame 0 against source frame 0 inside the mask), so frames 1.. continue frame 0.
+    """
+
+    harmonise_strength: float = 1.0
     feather_px: float = 1.5
 
     def generate(self, inputs: ControlInputs, *, seed: int = 0) -> np.ndarray:
         source, background, mask = inputs.source_video, inputs.background_video, inputs.foreground_mask
+        control, edited0 = np.asarray(inputs.control_video), np.asarray(inputs.edited_frame0)
         t, h, w = source.shape[:3]
-        if background.shape[:3] != (t, h, w) or mask.shape != (t, h, w):
+        if background.shape[:3] != (t, h, w) or mask.shape != (t, h, w) or control.shape[:3] != (t, h, w):
             raise ValueError(
-                f"stage 5 inputs disagree: source {source.shape}, background {background.shape}, mask {mask.shape}"
+                f"stage 5 inputs disagree: source {source.shape}, background {background.shape}, "
+                f"mask {mask.shape}, control {control.shape}"
             )
-        out = np.empty_like(source)
-        # one relighting shift per clip (measured on frame 0) keeps the subject's colour steady
-        ref = 0
-        fg_lab = cv2.cvtColor(source[ref], cv2.COLOR_RGB2LAB).astype(np.float32)
-        bg_lab = cv2.cvtColor(background[ref], cv2.COLOR_RGB2LAB).astype(np.float32)
-        m0 = mask[ref]
+        if edited0.shape != source.shape[1:]:
+            raise ValueError(f"edited frame 0 {edited0.shape} does not match the source {source.shape}")
+        low, high = inputs.extra.get("canny", (100, 200))
+        src_lab = cv2.cvtColor(source[0], cv2.COLOR_RGB2LAB).astype(np.float32)
+        edt_lab = cv2.cvtColor(edited0, cv2.COLOR_RGB2LAB).astype(np.float32)
         shift = np.zeros(3, np.float32)
-        if m0.any() and not m0.all():
-            shift = (bg_lab[~m0].mean(axis=0) - fg_lab[m0].mean(axis=0)) * self.harmonise_strength
-            shift[0] *= 0.6
-        for i in range(t):
+        if mask[0].any():
+            shift = (edt_lab[mask[0]].mean(axis=0) - src_lab[mask[0]].mean(axis=0)) * self.harmonise_strength
+        out = np.empty_like(source)
+        out[0] = edited0
+        sigma = self.feather_px * w / 1280 * 2
+        for i in range(1, t):
+            region = source_edge_region(control[i], source[i], background[i], mask[i], low, high)
             lab = cv2.cvtColor(source[i], cv2.COLOR_RGB2LAB).astype(np.float32) + shift
             relit = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-            out[i] = composite(relit, background[i], feather(mask[i], self.feather_px * w / 1280 * 2))
+            out[i] = composite(relit, background[i], feather(region, sigma))
         return out
+
+
+def _centroids(samples: np.ndarray, k: int = 6) -> np.ndarray:
+    """Up to ``k`` k-means colour centres of ``samples`` (N, 3), seeded so every run gives the same."""
+    samples = np.ascontiguousarray(samples, np.float32)
+    if len(samples) <= k:
+        return samples
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, _, centres = cv2.kmeans(samples, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    return centres
+
+
+def _nearest(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.sqrt(((pixels[:, None, :] - centres[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+
+def leftover_foreground(source: np.ndarray, erased: np.ndarray, hole: np.ndarray | None = None) -> float:
+    """How much subject an erase left next to its hole, relative to what it removed (0 = none).
+
+    The colours the erase removed (``source`` inside ``hole`` where ``erased`` differs) describe the
+    subject; the scene further out describes the background. Pixels just outside
+    the hole, touching it, that are much closer to the subject's colours are subject left behind: a still
+    head above erased hands. Without ``hole``, the region the erase changed stands for it.
+    """
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    er = cv2.cvtColor(erased, cv2.COLOR_RGB2LAB).astype(np.float32)
+    change = np.sqrt(((src - er) ** 2).sum(-1))
+    if hole is None:
+        hole = clean_mask(change > 12, 1, 5)
+    hole = np.asarray(hole, bool)
+    removed = hole & (change > 12)
+    if removed.sum() < 20:
+        return 0.0
+    r = max(3, int(0.5 * np.sqrt(hole.sum())))
+
+    def grown(px: int) -> np.ndarray:
+        return cv2.dilate(hole.astype(np.uint8), np.ones((2 * px + 1,) * 2, np.uint8)).astype(bool)
+
+    near = grown(r) & ~hole
+    far = grown(3 * r) & ~grown(2 * r)
+    if not near.any():
+        return 0.0
+    fg = _centroids(src[removed])
+    # the scene further out, not the fill: an inpainter smears a left-over head's colours into the hole
+    scene = src[far] if far.any() else src[~grown(r)]
+    if len(scene) == 0:  # the hole and its surroundings fill the picture: nothing to compare with
+        return 0.0
+    bg = _centroids(scene)
+    pixels = src[near]
+    left = np.zeros(hole.shape, bool)
+    left[near] = _nearest(pixels, fg) * 1.5 < _nearest(pixels, bg)
+    n, labels = cv2.connectedComponents(left.astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[left & grown(2)])
+    left = np.isin(labels, touching[touching > 0])
+    return float(left.sum()) / float(removed.sum())
 
 
 @dataclass
 class ReferenceScorer(_FromConfig):
-    """Judge-free statistics on EditScore's scale (0-10): a gate against blank, unchanged or broken edits.
+    """Judge-free statistics reported on EditScore's scale and record (0-10; ``overall = sqrt(SC*PQ)``).
 
-    * ``prompt_following``: did the picture change as asked? For a replacement, how much the
-      surroundings changed; for a removal ("Remove ..."), whether at least 2% of the picture changed.
-    * ``consistency``: did what should stay, stay? The share of pixels whose local structure (SSIM)
-      survived: at least 40% of the centre for a replacement (the subject usually stands there), 60%
-      of the whole picture for a removal.
-    * ``perceptual_quality``: detail (gradient energy) and no clipped or flat picture.
+    It answers EditScore's two questions with image statistics, each with two scores, and reduces them
+    as EditScore does (:func:`~sparkle_video.generation.backends.editscore.editscore_from_scores`):
+
+    * SC, editing success: for a replacement, how much the surroundings changed; for a removal
+      ("Remove ..."), that something went (at least 2% of the picture changed) and no subject is left
+      next to it (:func:`leftover_foreground`: a removal that leaves a still head or torso fails).
+    * SC, over-editing: the share of pixels whose local structure (SSIM) survived: at least 40% of the
+      centre for a replacement (the subject usually stands there), 60% of the whole picture for a removal.
+    * PQ, naturalness: detail (gradient energy: a flat or blurred picture scores low, measured against
+      the source's own when that is plainer).
+    * PQ, artefacts: no large clipped (blown-out or crushed) areas.
+
+    A sanity gate against blank, unchanged, incomplete or broken outputs, not a judge of taste.
     """
 
     work_width: int = 256
+    max_leftover: float = 0.1
 
     def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore:
+        return self.score_erase(source, edited, prompt, None)
+
+    def score_erase(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray | None
+    ) -> EditScore:
+        """:meth:`score`, told where the erase's hole was (``mask``, ``(H, W)`` bool at ``source``'s size)."""
+        from .editscore import SCORE_RANGE, editscore_from_scores
+
         src = scale_to_width(np.asarray(source), self.work_width)
         edt = np.asarray(edited)
         if edt.shape[:2] != src.shape[:2]:
@@ -605,29 +724,45 @@ class ReferenceScorer(_FromConfig):
         centre = centre.astype(bool)
         removal = prompt.strip().lower().startswith(("remove", "erase"))
         diff = np.abs(src.astype(np.float32) - edt.astype(np.float32)).mean(axis=-1)
-        if removal:  # something went (>= 2% of the picture changed) and the rest stayed
-            prompt_following = 10 * min(1.0, float((diff > 20).mean()) / 0.02)
+        note = ""
+        if removal:
+            hole = None
+            if mask is not None:
+                hole = cv2.resize(np.asarray(mask, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            leftover = leftover_foreground(src, edt, hole)
+            gone = min(1.0, float((diff > 20).mean()) / 0.02)
+            # a subject left next to the erased region sinks the score: 2x the allowance scores 0
+            complete = 1.0 - min(1.0, max(0.0, leftover - self.max_leftover / 2) / (self.max_leftover * 1.5))
+            success = 10 * gone * complete
             kept = kept_fraction(src, edt, np.ones((h, w), bool))
-            consistency = 10 * min(1.0, kept / 0.6)
-        else:  # the surroundings changed and the subject (usually in the centre) stayed
-            prompt_following = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
+            over_edit = 10 * min(1.0, kept / 0.6)
+            note = f"; {leftover:.2f} of the subject left after the removal"
+        else:
+            success = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
             kept = kept_fraction(src, edt, centre)
-            consistency = 10 * min(1.0, kept / 0.4)
+            over_edit = 10 * min(1.0, kept / 0.4)
         gray = cv2.cvtColor(edt, cv2.COLOR_RGB2GRAY)
         detail = float(np.abs(cv2.Laplacian(gray, cv2.CV_32F)).mean())
         clipped = float(((gray <= 2) | (gray >= 253)).mean())
-        perceptual = 10 * min(1.0, detail / 3.0) * (1 - min(1.0, max(0.0, clipped - 0.2) * 2))
-        pf, sc, pq = (round(float(np.clip(v, 0, 10)), 3) for v in (prompt_following, consistency, perceptual))
-        overall = round(
-            min(pf, sc, pq) ** 0.5 * ((pf + sc + pq) / 3) ** 0.5, 3
-        )  # geometric blend: one bad field sinks it
+        src_gray = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
+        src_detail = float(np.abs(cv2.Laplacian(src_gray, cv2.CV_32F)).mean())
+        # as detailed as a natural picture (3.0), or at least 60% of the source when it is plainer
+        natural = 10 * min(1.0, detail / max(1e-3, min(3.0, 0.6 * src_detail)))
+        clean = 10 * (1 - min(1.0, max(0.0, clipped - 0.2) * 2))
+        scale = SCORE_RANGE / 10
+        sc = [round(float(np.clip(v, 0, 10)), 3) * scale for v in (success, over_edit)]
+        pq = [round(float(np.clip(v, 0, 10)), 3) * scale for v in (natural, clean)]
+        record = editscore_from_scores(
+            sc,
+            pq,
+            f"{kept:.2f} of the region that should stay kept its structure{note}",
+            f"detail {detail:.2f}, clipped {clipped:.3f}",
+        )
         return EditScore(
-            prompt_following=pf,
-            consistency=sc,
-            perceptual_quality=pq,
-            overall=overall,
-            SC_reasoning=f"{kept:.2f} of the region that should stay kept its structure",
-            PQ_reasoning=f"detail {detail:.2f}, clipped {clipped:.3f}",
+            *(round(v, 3) for v in (record.prompt_following, record.consistency, record.perceptual_quality)),
+            round(record.overall, 3),
+            record.SC_reasoning,
+            record.PQ_reasoning,
         )
 
 
