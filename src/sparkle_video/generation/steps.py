@@ -52,12 +52,20 @@ STAGE_ROLES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class PlanItem:
-    """One source clip and what the run will make of it."""
+    """One source clip and what the run may make of it.
+
+    ``id`` is the run's own name for the clip (``clip_000003``: its place in the sorted listing); the
+    theme is not known yet: stage 2 picks it from ``themes`` (comma-separated) by looking at frame 0,
+    and the published id (``Sparkle_{theme}_000003``) follows from it.
+    """
 
     id: str
-    theme: str
     source: str
-    chosen_keyword: str
+    themes: str
+
+    @property
+    def theme_list(self) -> tuple[str, ...]:
+        return tuple(t for t in self.themes.split(",") if t)
 
 
 #: x264 settings that give the same bytes in every run: one thread, and no macroblock-tree rate control
@@ -248,7 +256,8 @@ def step_camera(ctx: StageContext, item: PlanItem) -> Outcome:
     picks = needed_frames(clip.num_frames, limits)
     try:
         decoded = reader.get_frames(
-            [clip.indices[i] for i in picks], size=camera_decode_size(meta.width, meta.height, limits.work_width)
+            [clip.indices[i] for i in picks],
+            size=camera_decode_size(meta.width, meta.height, limits.work_width),
         )
         fine = None
         if settings.fine_camera_check:
@@ -296,8 +305,7 @@ def step_frame_edit(ctx: StageContext, item: PlanItem) -> Outcome:
     frame0 = VideoReader(ws.file(item.id, "source.mp4")).get_frame(0)
     result = edit_first_frame(
         frame0,
-        item.theme,
-        item.chosen_keyword,
+        item.theme_list,
         ctx.backend("vlm"),
         ctx.backend("image_editor"),
         ctx.backend("scorer"),
@@ -313,7 +321,9 @@ def step_frame_edit(ctx: StageContext, item: PlanItem) -> Outcome:
         {
             "prompt": prompt,
             "original_scene": result.instruction.original_scene,
-            "chosen_keyword": item.chosen_keyword,
+            "theme": result.choice.theme,
+            "chosen_keyword": result.choice.chosen_keyword,
+            "choice_reason": result.choice.reason,
         },
     )
     ws.write_json(item.id, "edited_frame0_score.json", score_record(item.id, prompt, result.score))

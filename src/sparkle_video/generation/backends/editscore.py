@@ -255,9 +255,7 @@ class EditScoreScorer:
         chat.model.to(resolve_device(device), torch_dtype(dtype))
         return cls(chat, seed=seed, max_attempts=max_attempts, num_pass=num_pass)
 
-    def _ask(
-        self, chats: list[tuple[Sequence[np.ndarray], str]], seed: int
-    ) -> list[tuple[list[float], str]]:
+    def _ask(self, chats: list[tuple[Sequence[np.ndarray], str]], seed: int) -> list[tuple[list[float], str]]:
         """Scores of each chat's reply; one off the format is asked again (next seed) up to
         ``max_attempts`` times, then counts as range/2 (EditScore's fallback), so a run never stops here."""
         results: list[tuple[list[float], str] | None] = [None] * len(chats)
@@ -268,12 +266,18 @@ class EditScoreScorer:
             replies, _ = self.chat.generate([chats[i] for i in todo], seed=seed + attempt)
             for i, reply in zip(todo, replies, strict=True):
                 results[i] = parse_score_reply(reply, score_range=self.score_range)
-        fallback = (fallback_scores(2, self.score_range), f"unusable reply, counted as {self.score_range / 2:g}")
+        fallback = (
+            fallback_scores(2, self.score_range),
+            f"unusable reply, counted as {self.score_range / 2:g}",
+        )
         return [r if r is not None else fallback for r in results]
 
     def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore:
         """EditScore of ``edited`` against ``source`` for ``prompt`` (0-10 scale), averaged over passes."""
-        chats = [([source, edited], sc_prompt(prompt, self.score_range)), ([edited], pq_prompt(self.score_range))]
+        chats = [
+            ([source, edited], sc_prompt(prompt, self.score_range)),
+            ([edited], pq_prompt(self.score_range)),
+        ]
         passes = []
         for n in range(self.num_pass):
             (sc, sc_reason), (pq, pq_reason) = self._ask(chats, self.seed + n * self.max_attempts)

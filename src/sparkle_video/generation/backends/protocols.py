@@ -35,6 +35,15 @@ class Instruction:
 
 
 @dataclass(frozen=True)
+class SceneChoice:
+    """The taxonomy scene a VLM picked for a clip's first frame: its theme and ``"subtheme: scene"``."""
+
+    theme: str
+    chosen_keyword: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class GroundedObject:
     """One foreground object: a label and its box in Qwen's [0, 1000] frame (empty = not found)."""
 
@@ -85,7 +94,11 @@ class Backend(Protocol):
 
 @runtime_checkable
 class VisionLanguageModel(Protocol):
-    """Writes instructions, grounds foreground objects and judges the camera (stages 1-4)."""
+    """Picks the scene and writes instructions, grounds foreground objects and judges the camera."""
+
+    def choose_scene(self, frame0: np.ndarray, themes: Sequence[str], *, seed: int = 0) -> SceneChoice:
+        """Stage 2: the taxonomy scene (of one of ``themes``) that suits this first frame."""
+        ...
 
     def compose_instruction(
         self, frame0: np.ndarray, theme: str, chosen_keyword: str, *, seed: int = 0

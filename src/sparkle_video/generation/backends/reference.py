@@ -3,18 +3,20 @@
 They make a real, if plain, background-replacement pair from a fixed-camera clip, so the whole pipeline
 runs end to end offline, in CI and on a laptop:
 
-* VLM: instructions from the taxonomy's templates; grounding from a background model of the fixed-camera
-  clip (pixels that depart from the temporal median are the moving foreground); the camera check reuses
-  stage 1's global-motion statistics.
+* VLM: the scene whose look is nearest to frame 0's colours (``choose_by_look``), instructions from the
+  taxonomy's templates; grounding of the whole subject: where pixels depart from the fixed camera's
+  temporal median places it, GrabCut on the frame (seeded by the moving pixels, with the background they
+  uncover as sure background) adds its still parts; the camera check reuses stage 1's statistics.
 * Image editor: a procedural themed background behind a GrabCut estimate of the subject (edit), and
   OpenCV inpainting (erase).
 * Image-to-video: procedural motion (drift, sway, ripple, fog, flicker, weather particles).
-* Segmenter: GrabCut seeded by the box on the anchor frame, propagated both ways with dense optical flow
-  and kept on what departs from the background model.
-* Control video: compositing of the source foreground over the background video with feathered mask
-  edges and a colour/lighting shift towards the new background.
-* Scorer: judge-free image statistics mapped onto EditScore's 0-10 fields; a sanity gate that rejects
-  blank, unchanged or broken outputs, not a judge of taste.
+* Segmenter: GrabCut in the box on the anchor frame (seeded the same way), propagated both ways with
+  dense optical flow, growing into pixels that start to move and dropping the ones a moving part left.
+* Control video: frame 0 is the edited frame 0; later frames take the source where the fused control
+  video follows the source's edges and the background video elsewhere, relit as the edit relit frame 0.
+* Scorer: judge-free image statistics answering EditScore's two questions and reduced as EditScore
+  does; a sanity gate that rejects blank, unchanged, incomplete (subject left after an erase) or broken
+  outputs, not a judge of taste.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .protocols import (
     GroundedObject,
     Instruction,
     Resources,
+    SceneChoice,
 )
 from .render import animate_image, look_for_prompt, prompt_seed, render_background
 
@@ -181,7 +184,9 @@ def drop_specks(mask: np.ndarray, seeds: np.ndarray, min_share: float = 0.15) ->
     return np.isin(labels, sorted(keep))
 
 
-def merge_boxes(boxes: Sequence[tuple[int, int, int, int]], width: int, height: int) -> list[tuple[int, int, int, int]]:
+def merge_boxes(
+    boxes: Sequence[tuple[int, int, int, int]], width: int, height: int
+) -> list[tuple[int, int, int, int]]:
     """Boxes of moving parts joined into one per subject: two parts closer than ``reach`` of the taller
     one's height (two arms either side of a still torso) are one subject. Largest first."""
     merged = [tuple(b) for b in boxes]
@@ -223,7 +228,14 @@ def subject_boxes(
             x1, y1, x2, y2 = found[0]
             # a detached part (a hand off to the side) still counts: the box spans all of it
             ys, xs = np.nonzero(part)
-            found = [(min(x1, int(xs.min())), min(y1, int(ys.min())), max(x2, int(xs.max()) + 1), max(y2, int(ys.max()) + 1))]
+            found = [
+                (
+                    min(x1, int(xs.min())),
+                    min(y1, int(ys.min())),
+                    max(x2, int(xs.max()) + 1),
+                    max(y2, int(ys.max()) + 1),
+                )
+            ]
         out.append(found[0] if found else box)
     return out
 
@@ -255,6 +267,43 @@ def describe_scene(frame: np.ndarray) -> str:
     return f"a {light} scene with mostly {tone} tones, filmed by a fixed camera"
 
 
+def frame_layout(frame: np.ndarray) -> np.ndarray:
+    """Mean Lab colour of a frame's top, middle and bottom thirds, ``(3, 3)`` float."""
+    small = scale_to_width(frame, 64)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    return np.stack([band.reshape(-1, 3).mean(axis=0) for band in np.array_split(lab, 3, axis=0)])
+
+
+def look_layout(look: taxonomy.Look) -> np.ndarray:
+    """A look's sky, horizon and ground colours (scaled by its brightness) in Lab, ``(3, 3)`` float."""
+    rgb = np.clip(np.asarray([look.sky, look.horizon, look.ground], np.float32) * look.brightness, 0, 255)
+    return cv2.cvtColor(rgb.astype(np.uint8)[None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
+
+
+def choose_by_look(frame0: np.ndarray, themes: Sequence[str], seed: int = 0) -> SceneChoice:
+    """The reference VLM's scene choice: a deterministic reading of frame 0, not of the file order.
+
+    Among the subthemes of ``themes``, the one whose look (sky, horizon and ground colours at its
+    brightness) is nearest in Lab to the frame's top, middle and bottom thirds: a dark frame gets a night
+    or dusk scene, a green one a forest or spring one, a bright blue-topped one a coastal or midday one,
+    so the subject's light already roughly matches the new scene. The scene within the subtheme follows
+    the frame's quantised mean colour (and ``seed``), so similar frames may still get different scenes.
+    """
+    themes = taxonomy.check_themes(themes)
+    layout = frame_layout(frame0)
+    best = None
+    for theme in themes:
+        for sub, (look, items) in taxonomy.TAXONOMY[theme].items():
+            distance = float(np.sqrt(((layout - look_layout(look)) ** 2).sum(axis=1)).mean())
+            if best is None or distance < best[0] - 1e-6:
+                best = (distance, theme, sub, items)
+    distance, theme, sub, items = best  # type: ignore[misc]
+    colour = tuple(int(v) // 16 for v in layout.mean(axis=0))
+    scene = items[taxonomy.stable_hash(seed, *colour) % len(items)]
+    reason = f"frame 0's colours are nearest to the {sub} look (Lab distance {distance:.1f})"
+    return SceneChoice(theme, f"{sub}: {scene.text}", reason)
+
+
 @dataclass
 class ReferenceVLM(_FromConfig):
     """Templates for instructions, a background model for grounding, flow statistics for the camera."""
@@ -262,6 +311,10 @@ class ReferenceVLM(_FromConfig):
     work_width: int = 256
     threshold: int = 28
     max_objects: int = 3
+
+    def choose_scene(self, frame0: np.ndarray, themes: Sequence[str], *, seed: int = 0) -> SceneChoice:
+        """See :func:`choose_by_look`."""
+        return choose_by_look(np.asarray(frame0), themes, seed)
 
     def compose_instruction(
         self, frame0: np.ndarray, theme: str, chosen_keyword: str, *, seed: int = 0
@@ -286,7 +339,10 @@ class ReferenceVLM(_FromConfig):
         moving = self._foreground(small, background_model(small))
         active = np.any(np.stack(moving), axis=0)
         h, w = active.shape
-        boxes = [grow_box(b, w, h, margin=0.06) for b in subject_boxes(small[0], moving[0], active, self.max_objects)]
+        boxes = [
+            grow_box(b, w, h, margin=0.06)
+            for b in subject_boxes(small[0], moving[0], active, self.max_objects)
+        ]
         return [
             GroundedObject(label, pixels_to_qwen_box(box, w, h))
             for label, box in zip(subject_labels(len(boxes)), boxes, strict=True)
@@ -668,12 +724,17 @@ def leftover_foreground(source: np.ndarray, erased: np.ndarray, hole: np.ndarray
     far = grown(3 * r) & ~grown(2 * r)
     if not near.any():
         return 0.0
-    fg = _centroids(src[removed])
     # the scene further out, not the fill: an inpainter smears a left-over head's colours into the hole
     scene = src[far] if far.any() else src[~grown(r)]
     if len(scene) == 0:  # the hole and its surroundings fill the picture: nothing to compare with
         return 0.0
     bg = _centroids(scene)
+    # what was removed, less the colours the scene around has too (background inside the hole)
+    subject = src[removed]
+    subject = subject[_nearest(subject, bg) > 15]
+    if len(subject) < 20:
+        return 0.0
+    fg = _centroids(subject)
     pixels = src[near]
     left = np.zeros(hole.shape, bool)
     left[near] = _nearest(pixels, fg) * 1.5 < _nearest(pixels, bg)
