@@ -24,8 +24,8 @@ from ..data.video import VideoReader, write_video
 from .backends.protocols import ROLES, EditScore
 from .backends.registry import BackendConfig
 from .camera import needed_frames
-from .settings import working_clip
 from .ledger import STAGES, Ledger, Outcome, write_atomic, write_json_atomic
+from .settings import working_clip
 from .stages import (
     check_source,
     edit_first_frame,

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import SparkleDataError
-from .model_support import check_options, resolve_device, tiny_chat_tokenizer, to_pil, torch_dtype
 from .. import taxonomy
+from .model_support import check_options, resolve_device, tiny_chat_tokenizer, to_pil, torch_dtype
 from .protocols import CameraJudgement, GroundedObject, Instruction, Resources, SceneChoice
 
 logger = logging.getLogger("sparkle_video")

@@ -630,7 +630,7 @@ def source_edge_region(
     src = cv2.Canny(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), low, high) > 0
     bg = cv2.Canny(cv2.cvtColor(background, cv2.COLOR_RGB2GRAY), low, high) > 0
     own = edges & src & ~bg
-    h, w = own.shape
+    w = own.shape[1]
     k = max(3, w // 60) | 1
     closed = cv2.morphologyEx(own.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(bool)
     region = fill_holes(closed)
@@ -738,7 +738,7 @@ def leftover_foreground(source: np.ndarray, erased: np.ndarray, hole: np.ndarray
     pixels = src[near]
     left = np.zeros(hole.shape, bool)
     left[near] = _nearest(pixels, fg) * 1.5 < _nearest(pixels, bg)
-    n, labels = cv2.connectedComponents(left.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(left.astype(np.uint8), connectivity=8)
     touching = np.unique(labels[left & grown(2)])
     left = np.isin(labels, touching[touching > 0])
     return float(left.sum()) / float(removed.sum())
