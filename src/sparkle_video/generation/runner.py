@@ -83,15 +83,19 @@ def published_id(item: PlanItem, theme: str) -> str:
     return sample_id(theme, int(item.id.rsplit("_", 1)[1]))
 
 
-def user_path(sources: str | os.PathLike, video: Path) -> str:
-    """``video`` as the user named it: under the ``sources`` argument as given (not resolved)."""
+def user_names(sources: str | os.PathLike, videos: Sequence[Path]) -> dict[str, str]:
+    """Each found video (resolved path) -> its name as the user gave it: the ``sources`` argument as
+    typed, joined with the file's path under it (a symlinked clip keeps its own name)."""
     root = Path(sources)
     if root.is_file():
-        return os.fspath(sources)
-    try:
-        return os.fspath(root / video.relative_to(root.resolve()))
-    except ValueError:
-        return str(video)
+        return {str(v): os.fspath(sources) for v in videos}
+    wanted = {str(v) for v in videos}
+    names = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        resolved = str(path.resolve())
+        if resolved in wanted and resolved not in names:
+            names[resolved] = os.fspath(root / path.relative_to(root))
+    return names
 
 
 def sample_details(
@@ -269,7 +273,7 @@ def generate(
     themes = tuple(themes or THEMES)
     videos, ignored = find_sources(sources)
     plan = make_plan(videos, themes, limit)
-    names = {str(v): user_path(sources, v) for v in videos}
+    names = user_names(sources, videos)
     ws = Workspace(out)
     ws.work.mkdir(parents=True, exist_ok=True)
     check_resume(ws.work, _run_options(os.fspath(sources), themes, limit, config))

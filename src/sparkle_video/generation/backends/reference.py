@@ -122,7 +122,7 @@ def grow_box(
 
 
 def subject_box(
-    box: tuple[int, int, int, int], width: int, height: int, side: float = 0.08, up: float = 0.8
+    box: tuple[int, int, int, int], width: int, height: int, side: float = 0.1, up: float = 1.0
 ) -> tuple[int, int, int, int]:
     """Where the whole subject may be, given the box of its moving parts: wider by ``side`` of the box's
     width each side, taller by ``up`` of its height above (a still head sits above moving hands), and
@@ -187,8 +187,9 @@ def drop_specks(mask: np.ndarray, seeds: np.ndarray, min_share: float = 0.15) ->
 def merge_boxes(
     boxes: Sequence[tuple[int, int, int, int]], width: int, height: int
 ) -> list[tuple[int, int, int, int]]:
-    """Boxes of moving parts joined into one per subject: two parts closer than ``reach`` of the taller
-    one's height (two arms either side of a still torso) are one subject. Largest first."""
+    """Boxes of moving parts joined into one per subject: two parts closer than 0.8 of the shorter one's
+    height (two arms either side of a still torso) are one subject. Largest first; a part under 15% of
+    the largest's area is dropped (a flicker in the background, not a subject)."""
     merged = [tuple(b) for b in boxes]
     changed = True
     while changed and len(merged) > 1:
@@ -196,17 +197,40 @@ def merge_boxes(
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
                 a1, b1 = merged[i], merged[j]
-                reach = 0.8 * max(a1[3] - a1[1], b1[3] - b1[1])
+                short = min(a1[3] - a1[1], b1[3] - b1[1])
                 gap_x = max(a1[0], b1[0]) - min(a1[2], b1[2])
                 gap_y = max(a1[1], b1[1]) - min(a1[3], b1[3])
-                if gap_x < reach and gap_y < reach / 2:
+                side_by_side = -gap_y >= 0.5 * short and gap_x < 3 * short  # a pair of hands
+                touching = gap_x < 0.3 * short and gap_y < 0.3 * short
+                if side_by_side or touching:
                     p, q = merged[i], merged.pop(j)
                     merged[i] = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
                     changed = True
                     break
             if changed:
                 break
-    return sorted(merged, key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))
+    merged.sort(key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))
+    largest = (merged[0][2] - merged[0][0]) * (merged[0][3] - merged[0][1]) if merged else 0
+    return [b for b in merged if (b[2] - b[0]) * (b[3] - b[1]) >= 0.15 * largest]
+
+
+def motion_boxes(moving: np.ndarray, active: np.ndarray, max_objects: int) -> list[tuple[int, int, int, int]]:
+    """Boxes of this frame's moving blobs, each widened to the path its part takes over the clip (the
+    ``active`` region it lies in, up to one box size around it): a hand's box spans its swing, and
+    flicker elsewhere in the background that does not touch this frame's motion is left out."""
+    n, labels = cv2.connectedComponents(active.astype(np.uint8), connectivity=8)
+    out = []
+    for x1, y1, x2, y2 in object_boxes(moving, max_objects=max_objects):
+        blob = np.zeros_like(moving)
+        blob[y1:y2, x1:x2] = moving[y1:y2, x1:x2]
+        hit = np.unique(labels[blob & active])
+        bw, bh = x2 - x1, y2 - y1
+        near = np.zeros_like(moving)  # the path, as far as one box size around the blob
+        near[max(0, y1 - bh) : y2 + bh, max(0, x1 - bw) : x2 + bw] = True
+        path = (np.isin(labels, hit[hit > 0]) & near) | blob
+        ys, xs = np.nonzero(path)
+        out.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return out
 
 
 def subject_boxes(
@@ -214,29 +238,22 @@ def subject_boxes(
 ) -> list[tuple[int, int, int, int]]:
     """Pixel boxes of each whole subject of one frame, largest first.
 
-    ``active`` is where anything moves over the clip (it places the subjects), ``moving`` what departs
-    from the background in this frame (the seeds); :func:`whole_subject` finds each subject's still parts.
+    ``moving`` is what departs from the empty scene in this frame: it places the subjects and seeds
+    them (``active``, where anything moves over the clip, places them when this frame has too little
+    motion, e.g. a subject that only starts moving later). ``active`` minus ``moving`` is background
+    showing through. :func:`whole_subject` finds each subject's still parts.
     """
     h, w = moving.shape
+    place = moving if moving.sum() >= 0.004 * h * w else active
     out = []
-    for box in merge_boxes(object_boxes(active, max_objects=max_objects * 3), w, h)[:max_objects]:
+    for box in merge_boxes(motion_boxes(place, active, max_objects * 3), w, h)[:max_objects]:
         inside = np.zeros((h, w), bool)
         inside[box[1] : box[3], box[0] : box[2]] = True
         part = whole_subject(image, moving & inside, box, active & ~moving)
-        found = object_boxes(part, min_area=0.0, max_objects=1) if part.any() else []
-        if found:
-            x1, y1, x2, y2 = found[0]
-            # a detached part (a hand off to the side) still counts: the box spans all of it
+        if part.any():
             ys, xs = np.nonzero(part)
-            found = [
-                (
-                    min(x1, int(xs.min())),
-                    min(y1, int(ys.min())),
-                    max(x2, int(xs.max()) + 1),
-                    max(y2, int(ys.max()) + 1),
-                )
-            ]
-        out.append(found[0] if found else box)
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        out.append(box)
     return out
 
 
@@ -268,10 +285,16 @@ def describe_scene(frame: np.ndarray) -> str:
 
 
 def frame_layout(frame: np.ndarray) -> np.ndarray:
-    """Mean Lab colour of a frame's top, middle and bottom thirds, ``(3, 3)`` float."""
+    """Mean Lab colour of the top, middle and bottom thirds of a frame's outer quarters, ``(3, 3)``.
+
+    Only the left and right quarters count: the subject usually stands in the middle, and it is the
+    surroundings that the new scene replaces.
+    """
     small = scale_to_width(frame, 64)
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    return np.stack([band.reshape(-1, 3).mean(axis=0) for band in np.array_split(lab, 3, axis=0)])
+    q = max(1, lab.shape[1] // 4)
+    sides = np.concatenate([lab[:, :q], lab[:, -q:]], axis=1)
+    return np.stack([band.reshape(-1, 3).mean(axis=0) for band in np.array_split(sides, 3, axis=0)])
 
 
 def look_layout(look: taxonomy.Look) -> np.ndarray:
@@ -755,7 +778,8 @@ class ReferenceScorer(_FromConfig):
       ("Remove ..."), that something went (at least 2% of the picture changed) and no subject is left
       next to it (:func:`leftover_foreground`: a removal that leaves a still head or torso fails).
     * SC, over-editing: the share of pixels whose local structure (SSIM) survived: at least 40% of the
-      centre for a replacement (the subject usually stands there), 60% of the whole picture for a removal.
+      centre for a replacement (the subject usually stands there); for a removal, 90% of what lies
+      outside the hole (60% of the whole picture when the hole is not known).
     * PQ, naturalness: detail (gradient energy: a flat or blurred picture scores low, measured against
       the source's own when that is plainer).
     * PQ, artefacts: no large clipped (blown-out or crushed) areas.
@@ -795,8 +819,14 @@ class ReferenceScorer(_FromConfig):
             # a subject left next to the erased region sinks the score: 2x the allowance scores 0
             complete = 1.0 - min(1.0, max(0.0, leftover - self.max_leftover / 2) / (self.max_leftover * 1.5))
             success = 10 * gone * complete
-            kept = kept_fraction(src, edt, np.ones((h, w), bool))
-            over_edit = 10 * min(1.0, kept / 0.6)
+            if hole is not None and hole.any():  # outside the hole nothing should change at all
+                grow = max(3, w // 50) | 1
+                outside = ~cv2.dilate(hole.astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
+                kept = kept_fraction(src, edt, outside) if outside.any() else 1.0
+                over_edit = 10 * min(1.0, kept / 0.9)
+            else:
+                kept = kept_fraction(src, edt, np.ones((h, w), bool))
+                over_edit = 10 * min(1.0, kept / 0.6)
             note = f"; {leftover:.2f} of the subject left after the removal"
         else:
             success = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
@@ -807,8 +837,9 @@ class ReferenceScorer(_FromConfig):
         clipped = float(((gray <= 2) | (gray >= 253)).mean())
         src_gray = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
         src_detail = float(np.abs(cv2.Laplacian(src_gray, cv2.CV_32F)).mean())
-        # as detailed as a natural picture (3.0), or at least 60% of the source when it is plainer
-        natural = 10 * min(1.0, detail / max(1e-3, min(3.0, 0.6 * src_detail)))
+        # as detailed as a natural picture (3.0), or at least 40% of the source when it is plainer (a
+        # filled-in hole is smoother than the scene it replaces)
+        natural = 10 * min(1.0, detail / max(1e-3, min(3.0, 0.4 * src_detail)))
         clean = 10 * (1 - min(1.0, max(0.0, clipped - 0.2) * 2))
         scale = SCORE_RANGE / 10
         sc = [round(float(np.clip(v, 0, 10)), 3) * scale for v in (success, over_edit)]
