@@ -218,7 +218,7 @@ def motion_boxes(moving: np.ndarray, active: np.ndarray, max_objects: int) -> li
     """Boxes of this frame's moving blobs, each widened to the path its part takes over the clip (the
     ``active`` region it lies in, up to one box size around it): a hand's box spans its swing, and
     flicker elsewhere in the background that does not touch this frame's motion is left out."""
-    n, labels = cv2.connectedComponents(active.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(active.astype(np.uint8), connectivity=8)
     out = []
     for x1, y1, x2, y2 in object_boxes(moving, max_objects=max_objects):
         blob = np.zeros_like(moving)
