@@ -172,16 +172,17 @@ def whole_subject(
     return drop_specks(out, seeds)
 
 
-def drop_specks(mask: np.ndarray, seeds: np.ndarray, min_share: float = 0.15) -> np.ndarray:
-    """``mask`` without its small stray parts: a part stays when it touches ``seeds`` or has at least
-    ``min_share`` of the largest part's area (a still torso is large; a speck of background is not)."""
+def drop_specks(mask: np.ndarray, seeds: np.ndarray, reach: int = 7) -> np.ndarray:
+    """The parts of ``mask`` that touch ``seeds`` (within ``reach`` pixels): GrabCut's stray pieces of
+    background elsewhere in the box are dropped; with no seeds, the largest part."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 2:
+    if n <= 1:
         return mask
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = {i + 1 for i, a in enumerate(areas) if a >= min_share * areas.max()}
-    keep |= {int(i) for i in np.unique(labels[seeds & mask]) if i > 0}
-    return np.isin(labels, sorted(keep))
+    if not seeds.any():
+        return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    near = cv2.dilate(seeds.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)).astype(bool)
+    hit = np.unique(labels[near & mask])
+    return np.isin(labels, hit[hit > 0])
 
 
 def merge_boxes(
@@ -200,7 +201,9 @@ def merge_boxes(
                 short = min(a1[3] - a1[1], b1[3] - b1[1])
                 gap_x = max(a1[0], b1[0]) - min(a1[2], b1[2])
                 gap_y = max(a1[1], b1[1]) - min(a1[3], b1[3])
-                side_by_side = -gap_y >= 0.5 * short and gap_x < 3 * short  # a pair of hands
+                tall = max(a1[3] - a1[1], b1[3] - b1[1])
+                # a pair of hands: alike in size, level with each other, a few heights apart
+                side_by_side = short >= 0.5 * tall and -gap_y >= 0.5 * short and gap_x < 3 * short
                 touching = gap_x < 0.3 * short and gap_y < 0.3 * short
                 if side_by_side or touching:
                     p, q = merged[i], merged.pop(j)
