@@ -590,20 +590,27 @@ class ReferenceSegmenter(_FromConfig):
             clip["flow"][key] = dis.calc(clip["gray"][dst], clip["gray"][src], None)
         return clip["flow"][key]
 
-    def _propagate(self, clip: dict[str, Any], mask: np.ndarray, src: int, dst: int) -> np.ndarray:
-        """Carry ``mask`` from frame ``src`` to ``dst`` along the flow, growing it into nearby pixels that
-        clearly depart from the background model (a limb that starts to move), and dropping the pixels a
-        moving part has left (they match the empty scene again)."""
+    def _warp(self, clip: dict[str, Any], mask: np.ndarray, src: int, dst: int) -> np.ndarray:
         h, w = mask.shape
         flow = self._flow(clip, src, dst)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        warped = (
-            cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
-        )
+        return cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
+
+    def _propagate(
+        self, clip: dict[str, Any], mask: np.ndarray, still: np.ndarray, src: int, dst: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Carry ``mask`` from frame ``src`` to ``dst`` along the flow, growing it into nearby pixels that
+        clearly depart from the background model (a limb that starts to move), and dropping the pixels a
+        moving part has left (they match the empty scene again). ``still`` (carried along too) is the
+        part that was still on the anchor frame, a head or torso: it matches the empty scene by nature
+        and is never dropped for it."""
+        warped = self._warp(clip, mask, src, dst)
+        still = self._warp(clip, still, src, dst) & warped
         near = cv2.dilate(warped.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
         # where the subject moves at times but this frame matches the empty scene, it has moved away
-        uncovered = clip["active"] & (clip["diff"][dst] < self.low)
-        return clean_mask((warped & ~uncovered) | (near & (clip["diff"][dst] > self.high)), 1, 3)
+        uncovered = clip["active"] & (clip["diff"][dst] < self.low) & ~still
+        grown = clean_mask((warped & ~uncovered) | (near & (clip["diff"][dst] > self.high)), 1, 3)
+        return grown, still & grown
 
     def segment(self, frames: np.ndarray, anchor: int, boxes: Sequence[Box]) -> np.ndarray:
         frames = np.asarray(frames)
@@ -625,10 +632,15 @@ class ReferenceSegmenter(_FromConfig):
             revealed = clip["active"] & ~seeds
             masks = np.zeros((t, sh, sw), bool)
             masks[anchor] = clean_mask(grabcut_seeded(small[anchor], sbox, seeds, revealed), 1, 3)
+            # still on the anchor: inside the mask yet matching the clip's median, so the median there
+            # is the subject itself (a head that is mostly where it is now), not the empty scene
+            still0 = masks[anchor] & (clip["diff"][anchor] < self.low)
+            still = still0
             for i in range(anchor + 1, t):
-                masks[i] = self._propagate(clip, masks[i - 1], i - 1, i)
+                masks[i], still = self._propagate(clip, masks[i - 1], still, i - 1, i)
+            still = still0
             for i in range(anchor - 1, -1, -1):
-                masks[i] = self._propagate(clip, masks[i + 1], i + 1, i)
+                masks[i], still = self._propagate(clip, masks[i + 1], still, i + 1, i)
             for i in range(t):
                 up = cv2.resize(masks[i].astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR)
                 out[n, i] = up > 127
