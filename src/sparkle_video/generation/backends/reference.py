@@ -32,6 +32,7 @@ from ...data.masks import pixels_to_qwen_box
 from .. import taxonomy
 from ..camera import check_camera
 from ..settings import CameraThresholds
+from .editscore import SCORE_RANGE, editscore_from_scores
 from .protocols import (
     Box,
     CameraJudgement,
@@ -594,7 +595,9 @@ class ReferenceSegmenter(_FromConfig):
         h, w = mask.shape
         flow = self._flow(clip, src, dst)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        return cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
+        return (
+            cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
+        )
 
     def _propagate(
         self, clip: dict[str, Any], mask: np.ndarray, still: np.ndarray, src: int, dst: int
@@ -812,8 +815,6 @@ class ReferenceScorer(_FromConfig):
         self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray | None
     ) -> EditScore:
         """:meth:`score`, told where the erase's hole was (``mask``, ``(H, W)`` bool at ``source``'s size)."""
-        from .editscore import SCORE_RANGE, editscore_from_scores
-
         src = scale_to_width(np.asarray(source), self.work_width)
         edt = np.asarray(edited)
         if edt.shape[:2] != src.shape[:2]:
