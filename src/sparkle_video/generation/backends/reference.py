@@ -238,17 +238,23 @@ def motion_boxes(moving: np.ndarray, active: np.ndarray, max_objects: int) -> li
 
 
 def subject_boxes(
-    image: np.ndarray, moving: np.ndarray, active: np.ndarray, max_objects: int
+    image: np.ndarray,
+    moving: np.ndarray,
+    active: np.ndarray,
+    max_objects: int,
+    place: np.ndarray | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Pixel boxes of each whole subject of one frame, largest first.
 
     ``moving`` is what departs from the empty scene in this frame: it places the subjects and seeds
     them (``active``, where anything moves over the clip, places them when this frame has too little
     motion, e.g. a subject that only starts moving later). ``active`` minus ``moving`` is background
-    showing through. :func:`whole_subject` finds each subject's still parts.
+    showing through. :func:`whole_subject` finds each subject's still parts. ``place`` overrides what
+    places them.
     """
     h, w = moving.shape
-    place = moving if moving.sum() >= 0.004 * h * w else active
+    if place is None:
+        place = moving if moving.sum() >= 0.004 * h * w else active
     out = []
     for box in merge_boxes(motion_boxes(place, active, max_objects * 3), w, h)[:max_objects]:
         inside = np.zeros((h, w), bool)
@@ -395,7 +401,12 @@ class ReferenceVLM(_FromConfig):
         out = []
         for image, fg in zip(small, moving, strict=True):
             h, w = fg.shape
-            boxes = [grow_box(b, w, h, margin=0.06) for b in subject_boxes(image, fg, active, len(labels))]
+            # placed by the motion over all the frames asked about, so every frame's box covers the same
+            # subject (a frame where only a hand moves would otherwise get the hand's box)
+            boxes = [
+                grow_box(b, w, h, margin=0.06)
+                for b in subject_boxes(image, fg, active, len(labels), place=active)
+            ]
             out.append(
                 [
                     GroundedObject(label, pixels_to_qwen_box(boxes[i], w, h) if i < len(boxes) else ())
