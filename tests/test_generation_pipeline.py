@@ -22,7 +22,9 @@ from sparkle_video.data import load_sparkle
 from sparkle_video.data.artifacts import SparkleArtifacts
 from sparkle_video.data.layout import INTERMEDIATE_DIRS, INTERMEDIATE_JSONL
 from sparkle_video.data.synthetic import make_pair
-from sparkle_video.data.video import write_video
+from sparkle_video.data.video import VideoReader, write_video
+from sparkle_video.generation import taxonomy
+from sparkle_video.generation.backends.protocols import SceneChoice
 from sparkle_video.generation.backends.reference import ReferenceVLM
 from sparkle_video.generation.backends.registry import register_backend
 from sparkle_video.generation.runner import find_sources, generate, make_plan
@@ -58,12 +60,20 @@ def write_odd_sized(path: Path, frames: int = FRAMES) -> None:
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    """Every published file (the work folder excluded) -> its bytes."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "_generation" not in p.relative_to(root).parts
-    }
+    """Every published file (the work folder excluded) -> its bytes; ``stats.json`` without its
+    timings (wall-clock seconds differ from run to run, the rest must not)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "_generation" not in p.relative_to(root).parts:
+            data = p.read_bytes()
+            if p.name == "stats.json":
+                stats = json.loads(data)
+                stats.pop("seconds", None)
+                for entry in stats["samples"].values():
+                    entry.pop("seconds", None)
+                data = json.dumps(stats, sort_keys=True).encode()
+            out[str(p.relative_to(root))] = data
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +174,18 @@ def test_bad_inputs_are_rejected_by_name(tmp_path: Path) -> None:
     assert "notes.txt" in result.table and "too short" in result.table
 
 
+#: frame 0 of a source (its bytes) -> the theme TroubleVLM picks for it
+TROUBLE_THEMES: dict[bytes, str] = {}
+
+
 @dataclass
 class TroubleVLM(ReferenceVLM):
-    """Hangs on season instructions and raises on time instructions; fine otherwise."""
+    """Picks the theme the test assigned to each clip; hangs on season instructions and raises on time
+    instructions; fine otherwise."""
+
+    def choose_scene(self, frame0, themes, *, seed=0):
+        theme = TROUBLE_THEMES[np.asarray(frame0).tobytes()]
+        return SceneChoice(theme, taxonomy.scenes(theme)[0], "assigned by the test")
 
     def compose_instruction(self, frame0, theme, chosen_keyword, *, seed=0):
         if theme == "season":
@@ -179,21 +198,27 @@ class TroubleVLM(ReferenceVLM):
 def test_failing_and_hanging_backends_fail_the_sample_not_the_run(tmp_path: Path) -> None:
     register_backend("vlm", "trouble-test", TroubleVLM, replace=True)
     sources = tmp_path / "src"
-    write_sources(sources, 3)
+    paths = write_sources(sources, 3)
+    by_theme = {}
+    for n, (path, theme) in enumerate(zip(paths, ("location", "season", "time"), strict=True)):
+        TROUBLE_THEMES[VideoReader(path).get_frame(0).tobytes()] = theme
+        by_theme[theme] = f"clip_{n:06d}"
     config = {"vlm": {"backend": "trouble-test"}, "pipeline": {"call_timeout_s": 1.0}}
     result = generate(
         sources, tmp_path / "out", backends=config, themes=["location", "season", "time"], progress=False
     )
-    by_theme = {p.theme: p.id for p in result.plan}
     samples = result.stats["samples"]
-    assert samples[by_theme["season"]] == {
+    season = samples[by_theme["season"]]
+    assert {k: season[k] for k in ("stage", "status", "source", "theme")} == {
         "stage": "frame_edit",
         "status": "failed",
-        "reason": samples[by_theme["season"]]["reason"],
+        "source": str(sources / "clip_01.mp4"),
+        "theme": "",  # stage 2 never finished, so no choice was recorded
     }
-    assert "BackendTimeout" in samples[by_theme["season"]]["reason"]
+    assert "BackendTimeout" in season["reason"]
     assert samples[by_theme["time"]]["reason"] == "RuntimeError: model server said no"
     assert samples[by_theme["location"]]["status"] == "published"
+    assert samples[by_theme["location"]]["published_id"] == "Sparkle_location_000000"
     assert result.stats["stages"]["frame_edit"]["failed"] == 2
     ledger = json.loads(
         (tmp_path / "out" / "_generation" / "ledger" / "frame_edit" / f"{by_theme['time']}.json").read_text()
@@ -212,15 +237,11 @@ def test_call_with_timeout() -> None:
 def test_plan_is_deterministic(tmp_path: Path) -> None:
     write_sources(tmp_path, 6, frames=3)
     videos, ignored = find_sources(tmp_path)
-    plan = make_plan(videos, ("location", "time"), seed=0, limit=5)
-    assert [p.id for p in plan] == [
-        "Sparkle_location_000000",
-        "Sparkle_time_000000",
-        "Sparkle_location_000001",
-        "Sparkle_time_000001",
-        "Sparkle_location_000002",
-    ]
-    assert plan == make_plan(videos, ("location", "time"), seed=0, limit=5)
+    plan = make_plan(videos, ("location", "time"), limit=5)
+    assert [p.id for p in plan] == [f"clip_{n:06d}" for n in range(5)]
+    assert [Path(p.source).name for p in plan] == [f"clip_{n:02d}.mp4" for n in range(5)]
+    assert {p.themes for p in plan} == {"location,time"}  # the theme itself is stage 2's choice
+    assert plan == make_plan(videos, ("location", "time"), limit=5)
     assert ignored == []
     with pytest.raises(ValueError, match="unknown theme 'openve3m'"):
         make_plan(videos, ("openve3m",))

@@ -80,21 +80,21 @@ def camera_record(path: str, settings: Any) -> dict[str, Any]:
     """Stage 1's record for one video (``static``, the statistics and the reason)."""
     from ..data.video import VideoReader
     from ..generation.camera import needed_frames
+    from ..generation.settings import working_clip
     from ..generation.stages import check_source, filter_camera
+    from ..generation.steps import camera_decode_size
 
     reader = VideoReader(path)
     try:
         meta = reader.metadata
-        check = check_source(meta, settings)
+        clip = working_clip(meta.num_frames, float(meta.fps), meta.width, meta.height, settings)
+        check = check_source(meta, settings, clip.num_frames)
         if not check.ok:
             return {"video": path, "static": False, "reason": check.reason}
-        num = min(meta.num_frames, settings.num_frames)
-        indices = needed_frames(num, settings.camera)
-        width = settings.camera.work_width * 2
-        size = (
-            (width, max(2, round(meta.height * width / meta.width / 2) * 2)) if meta.width > width else None
-        )
-        frames = dict(zip(indices, reader.get_frames(indices, size=size), strict=True))
+        indices = needed_frames(clip.num_frames, settings.camera)
+        size = camera_decode_size(meta.width, meta.height, settings.camera.work_width)
+        decoded = reader.get_frames([clip.indices[i] for i in indices], size=size)
+        frames = dict(zip(indices, decoded, strict=True))
     except Exception as e:
         return {"video": path, "static": False, "reason": f"unreadable source: {e}"}
     return {"video": path, **filter_camera(frames, settings).to_dict()}

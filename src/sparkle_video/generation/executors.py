@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class StageWorker:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         statuses = []
         for i in range(len(batch["id"])):
-            item = PlanItem(*(str(batch[k][i]) for k in ("id", "theme", "source", "chosen_keyword")))
+            item = PlanItem(**{f.name: str(batch[f.name][i]) for f in fields(PlanItem)})
             ledger = self.ctx.workspace.ledger
             if ledger.needs(self.stage, item.id):
                 statuses.append(run_step(self.stage, self.ctx, item).status)

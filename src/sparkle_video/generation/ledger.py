@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -106,15 +106,40 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", reason.split(" | ")[0]).strip() or "unknown"
 
 
+def seconds_summary(values: Sequence[float]) -> dict[str, float | int]:
+    """Count, total, mean and median of one stage's per-sample seconds (zeros when none ran)."""
+    if not values:
+        return {"count": 0, "total": 0.0, "mean": 0.0, "median": 0.0}
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    total = sum(ordered)
+    return {
+        "count": len(ordered),
+        "total": round(total, 3),
+        "mean": round(total / len(ordered), 3),
+        "median": round(median, 3),
+    }
+
+
 def summarise(
-    ledger: Ledger, sample_ids: Sequence[str], extra: Iterable[tuple[str, str]] = ()
+    ledger: Ledger,
+    sample_ids: Sequence[str],
+    extra: Iterable[tuple[str, str]] = (),
+    details: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Per-stage counts, grouped rejection and failure reasons, and each sample's fate (deterministic)."""
+    """Per-stage counts and seconds, grouped reasons, and each sample's fate (deterministic).
+
+    ``details`` adds what the ledger does not know to each sample's entry (the source file as the user
+    gave it, the theme and keyword stage 2 chose, the published id).
+    """
     stages: dict[str, Counter[str]] = {stage: Counter() for stage in STAGES}
     reasons: dict[str, Counter[str]] = {stage: Counter() for stage in STAGES}
-    samples: dict[str, dict[str, str]] = {}
+    seconds: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    samples: dict[str, dict[str, Any]] = {}
     final_ids: list[str] = []
     for sid in sorted(sample_ids):
+        timing: dict[str, float] = {}
         for stage in STAGES:
             outcome = ledger.get(stage, sid)
             if outcome is None:
@@ -122,24 +147,28 @@ def summarise(
                     stages[stage]["pending"] += 1
                 break
             stages[stage][outcome.status] += 1
+            timing[stage] = outcome.seconds
+            seconds[stage].append(outcome.seconds)
             if outcome.status != "passed":
                 reasons[stage][f"{outcome.status}: {reason_kind(outcome.reason or outcome.error)}"] += 1
                 break
         stage, outcome = ledger.last(sid)
         status = "pending" if outcome is None else outcome.status
+        entry: dict[str, Any] = dict((details or {}).get(sid, {}))
         if stage == STAGES[-1] and status == "passed":
             final_ids.append(sid)
-            samples[sid] = {"status": "published"}
+            entry.update(status="published", stage=stage, reason="")
         else:
-            samples[sid] = {
-                "stage": stage,
-                "status": status,
-                "reason": "" if outcome is None else outcome.reason or outcome.error,
-            }
+            entry.update(
+                stage=stage, status=status, reason="" if outcome is None else outcome.reason or outcome.error
+            )
+        entry["seconds"] = timing
+        samples[sid] = entry
     return {
         "total": len(sample_ids),
         "published": len(final_ids),
         "stages": {stage: dict(sorted(c.items())) for stage, c in stages.items()},
+        "seconds": {stage: seconds_summary(v) for stage, v in seconds.items()},
         "reasons": {stage: dict(sorted(c.items())) for stage, c in reasons.items() if c},
         "samples": samples,
         "ignored_files": [{"file": f, "reason": r} for f, r in extra],
@@ -147,17 +176,33 @@ def summarise(
 
 
 def format_table(stats: dict[str, Any]) -> str:
-    """The printed summary: one row per stage, then every reason with its count."""
-    lines = [f"{'stage':<12}{'passed':>8}{'rejected':>10}{'failed':>8}{'pending':>9}"]
+    """The printed summary: one row per stage (counts, mean and median seconds), then the reasons
+    grouped by stage and kind, each sample listed under its group with its own reason and numbers."""
+    timing = stats.get("seconds", {})
+    lines = [
+        f"{'stage':<12}{'passed':>8}{'rejected':>10}{'failed':>8}{'pending':>9}{'mean s':>9}{'median s':>10}"
+    ]
     for stage, counts in stats["stages"].items():
+        t = timing.get(stage, {})
         lines.append(
             f"{stage:<12}{counts.get('passed', 0):>8}{counts.get('rejected', 0):>10}"
             f"{counts.get('failed', 0):>8}{counts.get('pending', 0):>9}"
+            f"{t.get('mean', 0.0):>9.2f}{t.get('median', 0.0):>10.2f}"
         )
     lines.append(f"published {stats['published']} of {stats['total']} samples")
-    for stage, reasons in stats.get("reasons", {}).items():
-        for reason, n in reasons.items():
-            lines.append(f"  {stage}: {n} x {reason}")
+    groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+    for sid, entry in stats.get("samples", {}).items():
+        if entry.get("status") in ("rejected", "failed"):
+            kind = f"{entry['status']}: {reason_kind(entry.get('reason', ''))}"
+            groups.setdefault((entry.get("stage", ""), kind), []).append((sid, entry))
+    for stage in stats["stages"]:
+        for (group_stage, kind), members in sorted(groups.items()):
+            if group_stage != stage:
+                continue
+            lines.append(f"  {stage}: {len(members)} x {kind}")
+            for sid, entry in members:
+                where = f" ({entry['source']})" if entry.get("source") else ""
+                lines.append(f"    {sid}{where}: {entry.get('reason', '')}")
     for item in stats.get("ignored_files", []):
         lines.append(f"  ignored {item['file']}: {item['reason']}")
     return "\n".join(lines)

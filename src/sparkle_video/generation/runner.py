@@ -24,7 +24,7 @@ from ..data.writer import SampleRecord, write_sparkle
 from .backends.registry import BackendConfig, backend_config_from_mapping, load_backend_config
 from .ledger import STAGES, format_table, summarise, write_atomic, write_json_atomic
 from .steps import PlanItem, Workspace
-from .taxonomy import THEMES, choose_keyword
+from .taxonomy import THEMES, check_themes
 
 logger = logging.getLogger(__name__)
 
@@ -63,23 +63,63 @@ def find_sources(sources: str | os.PathLike) -> tuple[list[Path], list[tuple[str
 
 
 def make_plan(
-    videos: Sequence[Path], themes: Sequence[str] = THEMES, seed: int = 0, limit: int | None = None
+    videos: Sequence[Path], themes: Sequence[str] = THEMES, limit: int | None = None
 ) -> list[PlanItem]:
-    """Assign each source (in order) a theme round-robin, an id numbered per theme, and a scene."""
-    for theme in themes:
-        if theme not in THEMES:
-            raise ValueError(f"unknown theme {theme!r}; the taxonomy has {', '.join(THEMES)}")
-    if not themes:
-        raise ValueError("at least one theme is needed")
+    """One item per source (in sorted order): a run id from its place in the listing, and the themes
+    stage 2 may choose from. The theme and scene are not dealt here: the VLM picks them for each clip's
+    first frame, so the plan is a pure function of the listing, the themes and the limit."""
+    themes = check_themes(themes)
     chosen = list(videos)[: limit if limit is not None else None]
-    counters = dict.fromkeys(themes, 0)
-    plan = []
-    for i, path in enumerate(chosen):
-        theme = themes[i % len(themes)]
-        sid = sample_id(theme, counters[theme])
-        counters[theme] += 1
-        plan.append(PlanItem(sid, theme, str(path), choose_keyword(theme, sid, seed)))
-    return plan
+    return [PlanItem(work_id(i), str(path), ",".join(themes)) for i, path in enumerate(chosen)]
+
+
+def work_id(index: int) -> str:
+    """The run's name for the ``index``-th source: ``clip_000003``."""
+    return f"clip_{index:06d}"
+
+
+def published_id(item: PlanItem, theme: str) -> str:
+    """The dataset id of a published pair: ``Sparkle_{theme}_{n}``, ``n`` the clip's place in the
+    listing, so an id never changes when other clips pass or fail on a rerun."""
+    return sample_id(theme, int(item.id.rsplit("_", 1)[1]))
+
+
+def user_names(sources: str | os.PathLike, videos: Sequence[Path]) -> dict[str, str]:
+    """Each found video (resolved path) -> its name as the user gave it: the ``sources`` argument as
+    typed, joined with the file's path under it (a symlinked clip keeps its own name)."""
+    root = Path(sources)
+    if root.is_file():
+        return {str(v): os.fspath(sources) for v in videos}
+    wanted = {str(v) for v in videos}
+    names = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        resolved = str(path.resolve())
+        if resolved in wanted and resolved not in names:
+            names[resolved] = os.fspath(root / path.relative_to(root))
+    return names
+
+
+def sample_details(
+    ws: Workspace, plan: Sequence[PlanItem], names: dict[str, str], published: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per sample, what ``stats.json`` names it by: the source as given, the chosen theme and keyword
+    (once stage 2 ran) and the published id (when it was published)."""
+    done = set(published)
+    out: dict[str, dict[str, Any]] = {}
+    for item in plan:
+        entry: dict[str, Any] = {
+            "source": names.get(item.source, item.source),
+            "theme": "",
+            "chosen_keyword": "",
+        }
+        path = ws.file(item.id, "instruction.json")
+        if path.exists():
+            info = json.loads(path.read_text("utf-8"))
+            entry["theme"], entry["chosen_keyword"] = info.get("theme", ""), info.get("chosen_keyword", "")
+        pid = published_id(item, entry["theme"]) if entry["theme"] else ""
+        entry["published_id"] = pid if pid in done else ""
+        out[item.id] = entry
+    return out
 
 
 def _run_options(
@@ -152,26 +192,27 @@ def publish(out: str | Path, plan: Sequence[PlanItem], progress: bool = True) ->
 
     The writer fills a scratch folder; each file is then renamed into place, so the published tree
     never holds a half-written file. Deterministic: ids sorted, same bytes for the same work files.
+    Returns the published ids (``Sparkle_{theme}_{n}``, see :func:`published_id`).
     """
     ws = Workspace(out)
     records = []
-    for item in sorted(plan, key=lambda p: p.id):
+    for item in plan:
         final = ws.ledger.get("final", item.id)
         if final is None or final.status != "passed":
             continue
         f = lambda name, sid=item.id: str(ws.file(sid, name))  # noqa: E731
         info = ws.read_json(item.id, "instruction.json")
+        pid = published_id(item, info["theme"])
+        named = lambda name, sid=item.id, pid=pid: {**ws.read_json(sid, name), "id": pid}  # noqa: E731
         scores = {
-            "edited_frame0_score": ws.read_json(item.id, "edited_frame0_score.json"),
-            "edited_frame0_foreground_removed_score": ws.read_json(
-                item.id, "edited_frame0_foreground_removed_score.json"
-            ),
-            "edited_video_score": ws.read_json(item.id, "edited_video_score.json"),
+            "edited_frame0_score": named("edited_frame0_score.json"),
+            "edited_frame0_foreground_removed_score": named("edited_frame0_foreground_removed_score.json"),
+            "edited_video_score": named("edited_video_score.json"),
         }
         records.append(
             SampleRecord(
-                id=item.id,
-                theme=item.theme,
+                id=pid,
+                theme=info["theme"],
                 prompt=info["prompt"],
                 source=f("source.mp4"),
                 edited=f("edited.mp4"),
@@ -184,11 +225,12 @@ def publish(out: str | Path, plan: Sequence[PlanItem], progress: bool = True) ->
                 source_frame0=f("source_frame0.png"),
                 edited_frame0=f("edited_frame0.png"),
                 edited_frame0_foreground_removed=f("edited_frame0_foreground_removed.png"),
-                grounding_r1=ws.read_json(item.id, "grounding_r1.json"),
-                grounding_r2=ws.read_json(item.id, "grounding_r2.json"),
+                grounding_r1=named("grounding_r1.json"),
+                grounding_r2=named("grounding_r2.json"),
                 scores=scores,
             )
         )
+    records.sort(key=lambda r: r.id)
     scratch = ws.work / "publish"
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -229,7 +271,8 @@ def generate(
     config.check()
     themes = tuple(themes or THEMES)
     videos, ignored = find_sources(sources)
-    plan = make_plan(videos, themes, config.pipeline.seed, limit)
+    plan = make_plan(videos, themes, limit)
+    names = user_names(sources, videos)
     ws = Workspace(out)
     ws.work.mkdir(parents=True, exist_ok=True)
     check_resume(ws.work, _run_options(os.fspath(sources), themes, limit, config))
@@ -240,7 +283,8 @@ def generate(
     runner = make_executor(executor, ray_address=ray_address, **(executor_options or {}))
     runner.run(plan, out, config, progress=progress)
     published = publish(out, plan, progress=progress)
-    stats = summarise(ws.ledger, [p.id for p in plan], ignored)
+    details = sample_details(ws, plan, names, published)
+    stats = summarise(ws.ledger, [p.id for p in plan], ignored, details)
     stats["themes"] = list(themes)
     stats["stages_order"] = list(STAGES)
     write_json_atomic(Path(out) / "stats.json", stats, out)

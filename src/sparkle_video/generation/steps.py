@@ -26,6 +26,7 @@ from .backends.protocols import ROLES, EditScore
 from .backends.registry import BackendConfig
 from .camera import needed_frames
 from .ledger import STAGES, Ledger, Outcome, write_atomic, write_json_atomic
+from .settings import working_clip
 from .stages import (
     check_source,
     edit_first_frame,
@@ -52,12 +53,20 @@ STAGE_ROLES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class PlanItem:
-    """One source clip and what the run will make of it."""
+    """One source clip and what the run may make of it.
+
+    ``id`` is the run's own name for the clip (``clip_000003``: its place in the sorted listing); the
+    theme is not known yet: stage 2 picks it from ``themes`` (comma-separated) by looking at frame 0,
+    and the published id (``Sparkle_{theme}_000003``) follows from it.
+    """
 
     id: str
-    theme: str
     source: str
-    chosen_keyword: str
+    themes: str
+
+    @property
+    def theme_list(self) -> tuple[str, ...]:
+        return tuple(t for t in self.themes.split(",") if t)
 
 
 #: x264 settings that give the same bytes in every run: one thread, and no macroblock-tree rate control
@@ -221,55 +230,72 @@ def read_source(ctx: StageContext, sample_id: str) -> np.ndarray:
 
 
 # -- the five steps ------------------------------------------------------------------------------
+def camera_decode_size(width: int, height: int, work_width: int) -> tuple[int, int] | None:
+    """``(height, width)`` to decode at for the camera check (twice its working width), or ``None``
+    when the source is already that small."""
+    target = work_width * 2
+    if width <= target:
+        return None
+    return max(2, round(height * target / width / 2) * 2), target
+
+
 def step_camera(ctx: StageContext, item: PlanItem) -> Outcome:
+    """Stage 1 on the working clip (:func:`~sparkle_video.generation.settings.working_clip`): the
+    source brought to the paper's budget (at most 1280x720, 16 fps, 81 frames) before anything else."""
     ws, settings = ctx.workspace, ctx.settings
     reader = VideoReader(item.source)
     try:
         meta = reader.metadata
     except Exception as e:  # av raises many kinds; any unreadable file is a rejected input
         return Outcome("rejected", f"unreadable source: {e}")
-    check = check_source(meta, settings)
+    source_fps = float(Fraction(meta.fps).limit_denominator(1001))
+    clip = working_clip(meta.num_frames, source_fps, meta.width, meta.height, settings)
+    check = check_source(meta, settings, clip.num_frames)
     if not check.ok:
         return Outcome("rejected", check.reason)
-    num_frames = min(meta.num_frames, settings.num_frames)
     limits = settings.camera
-    work = (limits.work_width * 2, max(2, round(meta.height * limits.work_width * 2 / meta.width / 2) * 2))
-    indices = needed_frames(num_frames, limits)
+    picks = needed_frames(clip.num_frames, limits)
     try:
-        decoded = reader.get_frames(indices, size=work if meta.width > work[0] else None)
+        decoded = reader.get_frames(
+            [clip.indices[i] for i in picks],
+            size=camera_decode_size(meta.width, meta.height, limits.work_width),
+        )
         fine = None
         if settings.fine_camera_check:
-            fine_idx = np.linspace(0, num_frames - 1, 8).round().astype(int).tolist()
-            fine = list(reader.get_frames(fine_idx))
+            fine_idx = np.linspace(0, clip.num_frames - 1, 8).round().astype(int).tolist()
+            fine = list(reader.get_frames([clip.indices[i] for i in fine_idx]))
     except Exception as e:
         return Outcome("rejected", f"unreadable source: {e}")
-    frames = dict(zip(indices, decoded, strict=True))
+    frames = dict(zip(picks, decoded, strict=True))
     result = filter_camera(frames, settings, ctx.backend("vlm") if fine is not None else None, fine)
     ws.write_json(item.id, "camera.json", result.to_dict())
     if not result.passed:
         return Outcome("rejected", result.reason)
-    fps = float(Fraction(meta.fps).limit_denominator(1001))
-    if (
-        meta.num_frames <= settings.num_frames
-        and Path(item.source).suffix.lower() == ".mp4"
-        and meta.codec == "h264"
-    ):
+    unchanged = clip.unchanged(meta.num_frames, source_fps, meta.width, meta.height)
+    if unchanged and Path(item.source).suffix.lower() == ".mp4" and meta.codec == "h264":
         with (
             open(item.source, "rb") as src,
             safe_write.atomic_open(ws.file(item.id, "source.mp4"), ws.out) as f,
         ):
             shutil.copyfileobj(src, f, 1 << 20)
-    else:  # keep the first num_frames frames (as the method does), as H.264 mp4 like the published clips
-        ws.write_video(item.id, "source.mp4", reader.get_frames(list(range(num_frames))), fps)
+    else:  # the working clip, as H.264 mp4 like the published clips
+        size = None if (clip.width, clip.height) == (meta.width, meta.height) else (clip.height, clip.width)
+        ws.write_video(item.id, "source.mp4", reader.get_frames(list(clip.indices), size=size), clip.fps)
     ws.write_json(
         item.id,
         "source.json",
         {
             "source": item.source,
-            "fps": fps,
-            "num_frames": num_frames,
-            "width": meta.width,
-            "height": meta.height,
+            "fps": clip.fps,
+            "num_frames": clip.num_frames,
+            "width": clip.width,
+            "height": clip.height,
+            "original": {
+                "fps": source_fps,
+                "num_frames": meta.num_frames,
+                "width": meta.width,
+                "height": meta.height,
+            },
         },
     )
     return Outcome("passed", result.reason)
@@ -280,8 +306,7 @@ def step_frame_edit(ctx: StageContext, item: PlanItem) -> Outcome:
     frame0 = VideoReader(ws.file(item.id, "source.mp4")).get_frame(0)
     result = edit_first_frame(
         frame0,
-        item.theme,
-        item.chosen_keyword,
+        item.theme_list,
         ctx.backend("vlm"),
         ctx.backend("image_editor"),
         ctx.backend("scorer"),
@@ -297,7 +322,9 @@ def step_frame_edit(ctx: StageContext, item: PlanItem) -> Outcome:
         {
             "prompt": prompt,
             "original_scene": result.instruction.original_scene,
-            "chosen_keyword": item.chosen_keyword,
+            "theme": result.choice.theme,
+            "chosen_keyword": result.choice.chosen_keyword,
+            "choice_reason": result.choice.reason,
         },
     )
     ws.write_json(item.id, "edited_frame0_score.json", score_record(item.id, prompt, result.score))
@@ -317,7 +344,7 @@ def step_background(ctx: StageContext, item: PlanItem) -> Outcome:
         ctx.backend("scorer"),
         prompt,
         ctx.thresholds.erase,
-        len(frames),
+        ctx.settings.num_frames,
         ctx.settings.seed,
     )
     objects = [{"label": o.label, "bbox_2d": list(o.bbox_2d)} for o in result.objects]

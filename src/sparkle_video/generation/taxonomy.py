@@ -302,12 +302,44 @@ def stable_hash(*parts: object) -> int:
     return zlib.crc32("\x1f".join(str(p) for p in parts).encode("utf-8"))
 
 
-def choose_keyword(theme: str, sample_id: str, seed: int = 0) -> str:
-    """The ``"subtheme: scene"`` for a sample: a seeded, reproducible pick from the theme's scenes."""
-    if theme not in TAXONOMY:
-        raise ValueError(f"no taxonomy for theme {theme!r}; themes: {', '.join(TAXONOMY)}")
-    options = scenes(theme)
-    return options[stable_hash(seed, sample_id) % len(options)]
+def check_themes(themes: object) -> tuple[str, ...]:
+    """``themes`` as a tuple of taxonomy themes; an unknown or empty selection is refused by name."""
+    chosen = tuple(themes) if themes else ()
+    if not chosen:
+        raise ValueError("at least one theme is needed")
+    for theme in chosen:
+        if theme not in TAXONOMY:
+            raise ValueError(f"unknown theme {theme!r}; the taxonomy has {', '.join(TAXONOMY)}")
+    return chosen
+
+
+def options_text(themes: tuple[str, ...] | list[str]) -> str:
+    """The allowed choices as a VLM reads them: one line per subtheme, ``theme / subtheme: scene; ...``."""
+    lines = []
+    for theme in check_themes(themes):
+        for sub, (_, items) in TAXONOMY[theme].items():
+            lines.append(f"{theme} / {sub}: " + "; ".join(scene.text for scene in items))
+    return "\n".join(lines)
+
+
+def _norm(text: object) -> str:
+    return " ".join(str(text).strip().strip(".").lower().split()) if isinstance(text, str) else ""
+
+
+def resolve_choice(
+    theme: object, subtheme: object, scene: object, themes: tuple[str, ...] | list[str]
+) -> tuple[str, str] | None:
+    """``(theme, "subtheme: scene")`` when the three name one scene of the allowed ``themes``
+    (case and spacing aside), else ``None``: a choice outside the taxonomy is not a choice."""
+    t, sub, sc = _norm(theme), _norm(subtheme), _norm(scene)
+    if t not in themes or t not in TAXONOMY:
+        return None
+    for name, (_, items) in TAXONOMY[t].items():
+        if name == sub:
+            for item in items:
+                if item.text == sc:
+                    return t, f"{name}: {item.text}"
+    return None
 
 
 def lookup(chosen_keyword: str) -> tuple[str, Look, Scene] | None:

@@ -35,6 +35,15 @@ class Instruction:
 
 
 @dataclass(frozen=True)
+class SceneChoice:
+    """The taxonomy scene a VLM picked for a clip's first frame: its theme and ``"subtheme: scene"``."""
+
+    theme: str
+    chosen_keyword: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class GroundedObject:
     """One foreground object: a label and its box in Qwen's [0, 1000] frame (empty = not found)."""
 
@@ -85,7 +94,11 @@ class Backend(Protocol):
 
 @runtime_checkable
 class VisionLanguageModel(Protocol):
-    """Writes instructions, grounds foreground objects and judges the camera (stages 1-4)."""
+    """Picks the scene and writes instructions, grounds foreground objects and judges the camera."""
+
+    def choose_scene(self, frame0: np.ndarray, themes: Sequence[str], *, seed: int = 0) -> SceneChoice:
+        """Stage 2: the taxonomy scene (of one of ``themes``) that suits this first frame."""
+        ...
 
     def compose_instruction(
         self, frame0: np.ndarray, theme: str, chosen_keyword: str, *, seed: int = 0
@@ -147,6 +160,20 @@ class ControlVideoGenerator(Protocol):
 @runtime_checkable
 class EditScorer(Protocol):
     def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore: ...
+
+
+@runtime_checkable
+class MaskAwareScorer(Protocol):
+    """Optional extra of a scorer backend: scoring an erase knowing where its hole was.
+
+    Stage 3 calls ``score_erase(edited_frame0, erased, instruction, mask)`` when the scorer has it and
+    ``score(...)`` otherwise; EditScore judges the pictures alone, the reference scorer uses the hole to
+    check that no subject is left next to it.
+    """
+
+    def score_erase(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray
+    ) -> EditScore: ...
 
 
 #: Role name -> protocol; config files and the registry use these names.

@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import SparkleDataError
+from .. import taxonomy
 from .model_support import check_options, resolve_device, tiny_chat_tokenizer, to_pil, torch_dtype
-from .protocols import CameraJudgement, GroundedObject, Instruction, Resources
+from .protocols import CameraJudgement, GroundedObject, Instruction, Resources, SceneChoice
 
 logger = logging.getLogger("sparkle_video")
 
@@ -171,6 +172,27 @@ def parse_instruction(text: str) -> Instruction | None:
     return None
 
 
+def parse_scene_choice(text: str, themes: Sequence[str]) -> SceneChoice | None:
+    """The taxonomy scene a reply picked, checked against the allowed ``themes``; ``None`` when the
+    reply names no scene of them (a made-up scene, a theme not allowed, or no JSON).
+
+    Accepts ``{"theme", "subtheme", "scene"}`` or ``{"theme", "chosen_keyword": "subtheme: scene"}``
+    (case and spacing aside) and an optional ``reason``.
+    """
+    value = extract_json(text)
+    if not isinstance(value, Mapping):
+        return None
+    subtheme, scene = value.get("subtheme"), value.get("scene")
+    keyword = value.get("chosen_keyword") or value.get("keyword")
+    if (not isinstance(subtheme, str) or not isinstance(scene, str)) and isinstance(keyword, str):
+        subtheme, _, scene = keyword.partition(":")
+    resolved = taxonomy.resolve_choice(value.get("theme"), subtheme, scene, tuple(themes))
+    if resolved is None:
+        return None
+    reason = value.get("reason", "")
+    return SceneChoice(resolved[0], resolved[1], reason.strip() if isinstance(reason, str) else "")
+
+
 def parse_camera(text: str) -> CameraJudgement | None:
     """``{"static": bool, "reason"}`` from a reply (JSON, or a leading yes/no); ``None`` if undecidable."""
     value = extract_json(text)
@@ -198,6 +220,14 @@ INSTRUCTION_PROMPT = (
     "in front of the background) must stay exactly as it is; say what in the new background moves and "
     "how, so the background is lively. Also describe the current scene in one sentence. Answer with JSON "
     'only: {{"original_scene": "...", "prompt": "..."}}'
+)
+CHOICE_PROMPT = (
+    "This is the first frame of a video. Its background will be replaced by one of the scenes below, "
+    "while the foreground (people, animals and objects in front of the background) stays as it is. Pick "
+    "the one scene that suits this frame best: its subject, framing, light and mood. Each line is "
+    "'theme / subtheme: scene; scene; ...'.\n{options}\n"
+    "Answer with JSON only, copying the names exactly: "
+    '{{"theme": "...", "subtheme": "...", "scene": "...", "reason": "..."}}'
 )
 GROUNDING_PROMPT = (
     "Find every foreground object in this image: people, animals and objects that stand in front of the "
@@ -574,6 +604,17 @@ class QwenVLM:
     ) -> tuple[str, list[tuple[int, int]]]:
         replies, sizes = self.chat.generate([(images, text)], seed=seed)
         return replies[0], sizes[0]
+
+    def choose_scene(self, frame0: np.ndarray, themes: Sequence[str], *, seed: int = 0) -> SceneChoice:
+        """The scene for this first frame, a constrained choice from the taxonomy of ``themes``."""
+        themes = taxonomy.check_themes(themes)
+        reply, _ = self._reply([frame0], CHOICE_PROMPT.format(options=taxonomy.options_text(themes)), seed)
+        choice = parse_scene_choice(reply, themes)
+        if choice is None:
+            raise SparkleDataError(
+                f"the VLM chose no scene of the taxonomy ({', '.join(themes)}): {reply[:200]!r}"
+            )
+        return choice
 
     def compose_instruction(
         self, frame0: np.ndarray, theme: str, chosen_keyword: str, *, seed: int = 0

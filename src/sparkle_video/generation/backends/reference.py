@@ -3,18 +3,20 @@
 They make a real, if plain, background-replacement pair from a fixed-camera clip, so the whole pipeline
 runs end to end offline, in CI and on a laptop:
 
-* VLM: instructions from the taxonomy's templates; grounding from a background model of the fixed-camera
-  clip (pixels that depart from the temporal median are the moving foreground); the camera check reuses
-  stage 1's global-motion statistics.
+* VLM: the scene whose look is nearest to frame 0's colours (``choose_by_look``), instructions from the
+  taxonomy's templates; grounding of the whole subject: where pixels depart from the fixed camera's
+  temporal median places it, GrabCut on the frame (seeded by the moving pixels, with the background they
+  uncover as sure background) adds its still parts; the camera check reuses stage 1's statistics.
 * Image editor: a procedural themed background behind a GrabCut estimate of the subject (edit), and
   OpenCV inpainting (erase).
 * Image-to-video: procedural motion (drift, sway, ripple, fog, flicker, weather particles).
-* Segmenter: GrabCut seeded by the box on the anchor frame, propagated both ways with dense optical flow
-  and kept on what departs from the background model.
-* Control video: compositing of the source foreground over the background video with feathered mask
-  edges and a colour/lighting shift towards the new background.
-* Scorer: judge-free image statistics mapped onto EditScore's 0-10 fields; a sanity gate that rejects
-  blank, unchanged or broken outputs, not a judge of taste.
+* Segmenter: GrabCut in the box on the anchor frame (seeded the same way), propagated both ways with
+  dense optical flow, growing into pixels that start to move and dropping the ones a moving part left.
+* Control video: frame 0 is the edited frame 0; later frames take the source where the fused control
+  video follows the source's edges and the background video elsewhere, relit as the edit relit frame 0.
+* Scorer: judge-free image statistics answering EditScore's two questions and reduced as EditScore
+  does; a sanity gate that rejects blank, unchanged, incomplete (subject left after an erase) or broken
+  outputs, not a judge of taste.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ...data.masks import pixels_to_qwen_box
 from .. import taxonomy
 from ..camera import check_camera
 from ..settings import CameraThresholds
+from .editscore import SCORE_RANGE, editscore_from_scores
 from .protocols import (
     Box,
     CameraJudgement,
@@ -38,6 +41,7 @@ from .protocols import (
     GroundedObject,
     Instruction,
     Resources,
+    SceneChoice,
 )
 from .render import animate_image, look_for_prompt, prompt_seed, render_background
 
@@ -118,6 +122,151 @@ def grow_box(
     return (max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(width, int(x2 + dx)), min(height, int(bottom)))
 
 
+def subject_box(
+    box: tuple[int, int, int, int], width: int, height: int, side: float = 0.1, up: float = 1.0
+) -> tuple[int, int, int, int]:
+    """Where the whole subject may be, given the box of its moving parts: wider by ``side`` of the box's
+    width each side, taller by ``up`` of its height above (a still head sits above moving hands), and
+    down to the frame's bottom when it comes close to it."""
+    x1, y1, x2, y2 = box
+    dx, dy = (x2 - x1) * side, (y2 - y1) * up
+    bottom = height if y2 + (y2 - y1) * 0.2 >= height * 0.65 else y2 + (y2 - y1) * 0.2
+    return (max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(width, int(x2 + dx)), min(height, int(bottom)))
+
+
+def whole_subject(
+    image: np.ndarray,
+    moving: np.ndarray,
+    box: tuple[int, int, int, int],
+    revealed: np.ndarray | None = None,
+    iterations: int = 4,
+) -> np.ndarray:
+    """The whole subject in ``image``, still parts included: GrabCut over ``subject_box(box)`` (inside
+    probably foreground, outside certainly background) with the ``moving`` pixels fixed as foreground
+    and the ``revealed`` ones (where the subject moves at other times but not in this frame: background
+    showing through) fixed as background.
+
+    Motion alone finds only what moves; the colour models learnt from the moving pixels and from the
+    scene around and between them extend it to a still head or torso that stands out from the scene.
+    """
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = subject_box(box, w, h)
+    inside = np.zeros((h, w), bool)
+    inside[y1:y2, x1:x2] = True
+    seeds = moving & inside
+    if x2 - x1 < 4 or y2 - y1 < 4 or inside.all():
+        return seeds
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[inside] = cv2.GC_PR_FGD
+    core = cv2.erode(seeds.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    mask[core] = cv2.GC_FGD
+    if revealed is not None:
+        near = cv2.dilate(moving.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        mask[revealed & inside & ~near] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return seeds
+    out = clean_mask((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1, 3)
+    return drop_specks(out, seeds)
+
+
+def drop_specks(mask: np.ndarray, seeds: np.ndarray, reach: int = 7) -> np.ndarray:
+    """The parts of ``mask`` that touch ``seeds`` (within ``reach`` pixels): GrabCut's stray pieces of
+    background elsewhere in the box are dropped; with no seeds, the largest part."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask
+    if not seeds.any():
+        return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    near = cv2.dilate(seeds.astype(np.uint8), np.ones((2 * reach + 1,) * 2, np.uint8)).astype(bool)
+    hit = np.unique(labels[near & mask])
+    return np.isin(labels, hit[hit > 0])
+
+
+def merge_boxes(
+    boxes: Sequence[tuple[int, int, int, int]], width: int, height: int
+) -> list[tuple[int, int, int, int]]:
+    """Boxes of moving parts joined into one per subject: two parts closer than 0.8 of the shorter one's
+    height (two arms either side of a still torso) are one subject. Largest first; a part under 15% of
+    the largest's area is dropped (a flicker in the background, not a subject)."""
+    merged = [tuple(b) for b in boxes]
+    changed = True
+    while changed and len(merged) > 1:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                a1, b1 = merged[i], merged[j]
+                short = min(a1[3] - a1[1], b1[3] - b1[1])
+                gap_x = max(a1[0], b1[0]) - min(a1[2], b1[2])
+                gap_y = max(a1[1], b1[1]) - min(a1[3], b1[3])
+                tall = max(a1[3] - a1[1], b1[3] - b1[1])
+                # a pair of hands: alike in size, level with each other, a few heights apart
+                side_by_side = short >= 0.5 * tall and -gap_y >= 0.5 * short and gap_x < 3 * short
+                touching = gap_x < 0.3 * short and gap_y < 0.3 * short
+                if side_by_side or touching:
+                    p, q = merged[i], merged.pop(j)
+                    merged[i] = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
+                    changed = True
+                    break
+            if changed:
+                break
+    merged.sort(key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))
+    largest = (merged[0][2] - merged[0][0]) * (merged[0][3] - merged[0][1]) if merged else 0
+    return [b for b in merged if (b[2] - b[0]) * (b[3] - b[1]) >= 0.15 * largest]
+
+
+def motion_boxes(moving: np.ndarray, active: np.ndarray, max_objects: int) -> list[tuple[int, int, int, int]]:
+    """Boxes of this frame's moving blobs, each widened to the path its part takes over the clip (the
+    ``active`` region it lies in, up to one box size around it): a hand's box spans its swing, and
+    flicker elsewhere in the background that does not touch this frame's motion is left out."""
+    _, labels = cv2.connectedComponents(active.astype(np.uint8), connectivity=8)
+    out = []
+    for x1, y1, x2, y2 in object_boxes(moving, max_objects=max_objects):
+        blob = np.zeros_like(moving)
+        blob[y1:y2, x1:x2] = moving[y1:y2, x1:x2]
+        hit = np.unique(labels[blob & active])
+        bw, bh = x2 - x1, y2 - y1
+        near = np.zeros_like(moving)  # the path, as far as one box size around the blob
+        near[max(0, y1 - bh) : y2 + bh, max(0, x1 - bw) : x2 + bw] = True
+        path = (np.isin(labels, hit[hit > 0]) & near) | blob
+        ys, xs = np.nonzero(path)
+        out.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return out
+
+
+def subject_boxes(
+    image: np.ndarray,
+    moving: np.ndarray,
+    active: np.ndarray,
+    max_objects: int,
+    place: np.ndarray | None = None,
+) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes of each whole subject of one frame, largest first.
+
+    ``moving`` is what departs from the empty scene in this frame: it places the subjects and seeds
+    them (``active``, where anything moves over the clip, places them when this frame has too little
+    motion, e.g. a subject that only starts moving later). ``active`` minus ``moving`` is background
+    showing through. :func:`whole_subject` finds each subject's still parts. ``place`` overrides what
+    places them.
+    """
+    h, w = moving.shape
+    if place is None:
+        place = moving if moving.sum() >= 0.004 * h * w else active
+    out = []
+    for box in merge_boxes(motion_boxes(place, active, max_objects * 3), w, h)[:max_objects]:
+        inside = np.zeros((h, w), bool)
+        inside[box[1] : box[3], box[0] : box[2]] = True
+        part = whole_subject(image, moving & inside, box, active & ~moving)
+        if part.any():
+            ys, xs = np.nonzero(part)
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        out.append(box)
+    return out
+
+
 def subject_labels(count: int) -> list[str]:
     return ["moving subject" if i == 0 else f"moving subject {i + 1}" for i in range(count)]
 
@@ -145,6 +294,49 @@ def describe_scene(frame: np.ndarray) -> str:
     return f"a {light} scene with mostly {tone} tones, filmed by a fixed camera"
 
 
+def frame_layout(frame: np.ndarray) -> np.ndarray:
+    """Mean Lab colour of the top, middle and bottom thirds of a frame's outer quarters, ``(3, 3)``.
+
+    Only the left and right quarters count: the subject usually stands in the middle, and it is the
+    surroundings that the new scene replaces.
+    """
+    small = scale_to_width(frame, 64)
+    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
+    q = max(1, lab.shape[1] // 4)
+    sides = np.concatenate([lab[:, :q], lab[:, -q:]], axis=1)
+    return np.stack([band.reshape(-1, 3).mean(axis=0) for band in np.array_split(sides, 3, axis=0)])
+
+
+def look_layout(look: taxonomy.Look) -> np.ndarray:
+    """A look's sky, horizon and ground colours (scaled by its brightness) in Lab, ``(3, 3)`` float."""
+    rgb = np.clip(np.asarray([look.sky, look.horizon, look.ground], np.float32) * look.brightness, 0, 255)
+    return cv2.cvtColor(rgb.astype(np.uint8)[None], cv2.COLOR_RGB2LAB)[0].astype(np.float32)
+
+
+def choose_by_look(frame0: np.ndarray, themes: Sequence[str], seed: int = 0) -> SceneChoice:
+    """The reference VLM's scene choice: a deterministic reading of frame 0, not of the file order.
+
+    Among the subthemes of ``themes``, the one whose look (sky, horizon and ground colours at its
+    brightness) is nearest in Lab to the frame's top, middle and bottom thirds: a dark frame gets a night
+    or dusk scene, a green one a forest or spring one, a bright blue-topped one a coastal or midday one,
+    so the subject's light already roughly matches the new scene. The scene within the subtheme follows
+    the frame's quantised mean colour (and ``seed``), so similar frames may still get different scenes.
+    """
+    themes = taxonomy.check_themes(themes)
+    layout = frame_layout(frame0)
+    best = None
+    for theme in themes:
+        for sub, (look, items) in taxonomy.TAXONOMY[theme].items():
+            distance = float(np.sqrt(((layout - look_layout(look)) ** 2).sum(axis=1)).mean())
+            if best is None or distance < best[0] - 1e-6:
+                best = (distance, theme, sub, items)
+    distance, theme, sub, items = best  # type: ignore[misc]
+    colour = tuple(int(v) // 16 for v in layout.mean(axis=0))
+    scene = items[taxonomy.stable_hash(seed, *colour) % len(items)]
+    reason = f"frame 0's colours are nearest to the {sub} look (Lab distance {distance:.1f})"
+    return SceneChoice(theme, f"{sub}: {scene.text}", reason)
+
+
 @dataclass
 class ReferenceVLM(_FromConfig):
     """Templates for instructions, a background model for grounding, flow statistics for the camera."""
@@ -152,6 +344,10 @@ class ReferenceVLM(_FromConfig):
     work_width: int = 256
     threshold: int = 28
     max_objects: int = 3
+
+    def choose_scene(self, frame0: np.ndarray, themes: Sequence[str], *, seed: int = 0) -> SceneChoice:
+        """See :func:`choose_by_look`."""
+        return choose_by_look(np.asarray(frame0), themes, seed)
 
     def compose_instruction(
         self, frame0: np.ndarray, theme: str, chosen_keyword: str, *, seed: int = 0
@@ -167,11 +363,19 @@ class ReferenceVLM(_FromConfig):
         return [clean_mask(difference(f, background) > self.threshold) for f in frames]
 
     def ground_clip(self, frames: np.ndarray) -> list[GroundedObject]:
-        """Round 1 with the whole clip at hand: the moving blobs of frame 0 against the clip's median."""
+        """Round 1 with the whole clip at hand: each subject of frame 0, still parts included.
+
+        Where pixels depart from the clip's median anywhere in the clip places each subject; GrabCut on
+        frame 0 around it (:func:`whole_subject`) finds all of it, a still head or torso included.
+        """
         small = np.stack([scale_to_width(f, self.work_width) for f in frames])
-        fg = self._foreground(small[:1], background_model(small))[0]
-        h, w = fg.shape
-        boxes = [grow_box(b, w, h) for b in object_boxes(fg, max_objects=self.max_objects)]
+        moving = self._foreground(small, background_model(small))
+        active = np.any(np.stack(moving), axis=0)
+        h, w = active.shape
+        boxes = [
+            grow_box(b, w, h, margin=0.06)
+            for b in subject_boxes(small[0], moving[0], active, self.max_objects)
+        ]
         return [
             GroundedObject(label, pixels_to_qwen_box(box, w, h))
             for label, box in zip(subject_labels(len(boxes)), boxes, strict=True)
@@ -189,13 +393,20 @@ class ReferenceVLM(_FromConfig):
         ]
 
     def relocate(self, frames: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[GroundedObject]]:
-        """Per frame, the k-th largest moving blob answers the k-th label (empty box when missing)."""
+        """Per frame, the k-th largest subject answers the k-th label (empty box when missing); each box
+        covers the whole subject (:func:`whole_subject`), not only its moving parts."""
         small = np.stack([scale_to_width(np.asarray(f), self.work_width) for f in frames])
-        background = background_model(small)
+        moving = self._foreground(small, background_model(small))
+        active = np.any(np.stack(moving), axis=0)
         out = []
-        for fg in self._foreground(small, background):
+        for image, fg in zip(small, moving, strict=True):
             h, w = fg.shape
-            boxes = [grow_box(b, w, h) for b in object_boxes(fg, max_objects=len(labels))]
+            # placed by the motion over all the frames asked about, so every frame's box covers the same
+            # subject (a frame where only a hand moves would otherwise get the hand's box)
+            boxes = [
+                grow_box(b, w, h, margin=0.06)
+                for b in subject_boxes(image, fg, active, len(labels), place=active)
+            ]
             out.append(
                 [
                     GroundedObject(label, pixels_to_qwen_box(boxes[i], w, h) if i < len(boxes) else ())
@@ -233,20 +444,29 @@ def grabcut_rect(image: np.ndarray, rect: tuple[int, int, int, int], iterations:
 
 
 def grabcut_seeded(
-    image: np.ndarray, box: tuple[int, int, int, int], seeds: np.ndarray, iterations: int = 3
+    image: np.ndarray,
+    box: tuple[int, int, int, int],
+    seeds: np.ndarray,
+    revealed: np.ndarray | None = None,
+    iterations: int = 3,
 ) -> np.ndarray:
-    """GrabCut inside ``box`` with ``seeds`` (likely-foreground pixels) marked as probable foreground."""
+    """GrabCut inside ``box`` (probably foreground, as a box drawn around a subject) with ``seeds``
+    (pixels that move) fixed as foreground and ``revealed`` (background the subject uncovers) fixed as
+    background; outside the box is background. A still part of the subject inside the box stays
+    foreground when its colours differ from the scene around it."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = box
     if not seeds[y1:y2, x1:x2].any():
         return grabcut_rect(image, box, iterations)
     mask = np.full((h, w), cv2.GC_BGD, np.uint8)
-    mask[y1:y2, x1:x2] = cv2.GC_PR_BGD
+    mask[y1:y2, x1:x2] = cv2.GC_PR_FGD
     inside = np.zeros((h, w), bool)
     inside[y1:y2, x1:x2] = True
-    mask[seeds & inside] = cv2.GC_PR_FGD
     core = cv2.erode(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & inside
     mask[core] = cv2.GC_FGD
+    if revealed is not None:
+        near = cv2.dilate(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        mask[revealed & inside & ~near] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     try:
@@ -254,6 +474,7 @@ def grabcut_seeded(
     except cv2.error:
         return seeds & inside
     out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    out = drop_specks(out, seeds & inside)
     return out if out.any() else seeds & inside
 
 
@@ -348,12 +569,14 @@ class _ClipCache:
             small = np.stack([scale_to_width(f, work_width) for f in frames])
             gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small])
             background = background_model(small)
+            diff = np.stack([difference(f, background) for f in small])
             self.key, self.value = (
                 key,
                 {
                     "small": small,
                     "gray": gray,
-                    "diff": np.stack([difference(f, background) for f in small]),
+                    "diff": diff,
+                    "active": np.any(np.stack([clean_mask(d > 30) for d in diff]), axis=0),
                     "flow": {},
                 },
             )
@@ -366,6 +589,7 @@ class ReferenceSegmenter(_FromConfig):
 
     work_width: int = 256
     high: int = 30
+    low: int = 12
 
     def __post_init__(self) -> None:
         self._cache = _ClipCache()
@@ -378,17 +602,29 @@ class ReferenceSegmenter(_FromConfig):
             clip["flow"][key] = dis.calc(clip["gray"][dst], clip["gray"][src], None)
         return clip["flow"][key]
 
-    def _propagate(self, clip: dict[str, Any], mask: np.ndarray, src: int, dst: int) -> np.ndarray:
-        """Carry ``mask`` from frame ``src`` to ``dst`` along the flow, growing it into nearby pixels that
-        clearly depart from the background model (a limb that starts to move)."""
+    def _warp(self, clip: dict[str, Any], mask: np.ndarray, src: int, dst: int) -> np.ndarray:
         h, w = mask.shape
         flow = self._flow(clip, src, dst)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        warped = (
+        return (
             cv2.remap(mask.astype(np.float32), xx + flow[..., 0], yy + flow[..., 1], cv2.INTER_LINEAR) > 0.5
         )
+
+    def _propagate(
+        self, clip: dict[str, Any], mask: np.ndarray, still: np.ndarray, src: int, dst: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Carry ``mask`` from frame ``src`` to ``dst`` along the flow, growing it into nearby pixels that
+        clearly depart from the background model (a limb that starts to move), and dropping the pixels a
+        moving part has left (they match the empty scene again). ``still`` (carried along too) is the
+        part that was still on the anchor frame, a head or torso: it matches the empty scene by nature
+        and is never dropped for it."""
+        warped = self._warp(clip, mask, src, dst)
+        still = self._warp(clip, still, src, dst) & warped
         near = cv2.dilate(warped.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-        return clean_mask(warped | (near & (clip["diff"][dst] > self.high)), 1, 3)
+        # where the subject moves at times but this frame matches the empty scene, it has moved away
+        uncovered = clip["active"] & (clip["diff"][dst] < self.low) & ~still
+        grown = clean_mask((warped & ~uncovered) | (near & (clip["diff"][dst] > self.high)), 1, 3)
+        return grown, still & grown
 
     def segment(self, frames: np.ndarray, anchor: int, boxes: Sequence[Box]) -> np.ndarray:
         frames = np.asarray(frames)
@@ -406,65 +642,190 @@ class ReferenceSegmenter(_FromConfig):
                 max(int(x1 * sx) + 1, round(x2 * sx)),
                 max(int(y1 * sy) + 1, round(y2 * sy)),
             )
-            seeds = clip["diff"][anchor] > self.high
+            seeds = clean_mask(clip["diff"][anchor] > self.high)
+            revealed = clip["active"] & ~seeds
             masks = np.zeros((t, sh, sw), bool)
-            masks[anchor] = clean_mask(grabcut_seeded(small[anchor], sbox, seeds), 1, 3)
+            masks[anchor] = clean_mask(grabcut_seeded(small[anchor], sbox, seeds, revealed), 1, 3)
+            # still on the anchor: inside the mask yet matching the clip's median, so the median there
+            # is the subject itself (a head that is mostly where it is now), not the empty scene
+            still0 = masks[anchor] & (clip["diff"][anchor] < self.low)
+            still = still0
             for i in range(anchor + 1, t):
-                masks[i] = self._propagate(clip, masks[i - 1], i - 1, i)
+                masks[i], still = self._propagate(clip, masks[i - 1], still, i - 1, i)
+            still = still0
             for i in range(anchor - 1, -1, -1):
-                masks[i] = self._propagate(clip, masks[i + 1], i + 1, i)
+                masks[i], still = self._propagate(clip, masks[i + 1], still, i + 1, i)
             for i in range(t):
                 up = cv2.resize(masks[i].astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR)
                 out[n, i] = up > 127
         return out
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every enclosed hole filled (flood fill from the border)."""
+    m = mask.astype(np.uint8)
+    h, w = m.shape
+    padded = np.zeros((h + 2, w + 2), np.uint8)
+    padded[1:-1, 1:-1] = m
+    flood = padded.copy()
+    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
+    return (m | (1 - flood[1:-1, 1:-1])).astype(bool)
+
+
+def source_edge_region(
+    control: np.ndarray, source: np.ndarray, background: np.ndarray, mask: np.ndarray, low: int, high: int
+) -> np.ndarray:
+    """Where one frame of the fused control video follows the *source*: its edges that are the
+    source's and not the background's, closed and filled into regions, plus each part of ``mask`` that
+    holds such edges (a mask part with no source edge in the control is left to the background)."""
+    edges = control[..., 0] > 127
+    src = cv2.Canny(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), low, high) > 0
+    bg = cv2.Canny(cv2.cvtColor(background, cv2.COLOR_RGB2GRAY), low, high) > 0
+    own = edges & src & ~bg
+    w = own.shape[1]
+    k = max(3, w // 60) | 1
+    closed = cv2.morphologyEx(own.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((k, k), np.uint8)).astype(bool)
+    region = fill_holes(closed)
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n > 1:
+        near = cv2.dilate(own.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        hit = np.unique(labels[near & mask])
+        region |= np.isin(labels, hit[hit > 0])
+    return region
+
+
 @dataclass
 class ReferenceControlVideo(_FromConfig):
-    """The source foreground composited over the background video, feathered and relit."""
+    """The control video's structure, rendered by compositing instead of a video model.
 
-    harmonise_strength: float = 0.3
+    Frame 0 is the edited frame 0. Every other frame takes the source's pixels where the fused control
+    video follows the source (:func:`source_edge_region`) and the background video elsewhere, with
+    feathered edges; the subject is relit by the shift the image editor gave it on frame 0 (edited
+    frame 0 against source frame 0 inside the mask), so frames 1.. continue frame 0.
+    """
+
+    harmonise_strength: float = 1.0
     feather_px: float = 1.5
 
     def generate(self, inputs: ControlInputs, *, seed: int = 0) -> np.ndarray:
         source, background, mask = inputs.source_video, inputs.background_video, inputs.foreground_mask
+        control, edited0 = np.asarray(inputs.control_video), np.asarray(inputs.edited_frame0)
         t, h, w = source.shape[:3]
-        if background.shape[:3] != (t, h, w) or mask.shape != (t, h, w):
+        if background.shape[:3] != (t, h, w) or mask.shape != (t, h, w) or control.shape[:3] != (t, h, w):
             raise ValueError(
-                f"stage 5 inputs disagree: source {source.shape}, background {background.shape}, mask {mask.shape}"
+                f"stage 5 inputs disagree: source {source.shape}, background {background.shape}, "
+                f"mask {mask.shape}, control {control.shape}"
             )
-        out = np.empty_like(source)
-        # one relighting shift per clip (measured on frame 0) keeps the subject's colour steady
-        ref = 0
-        fg_lab = cv2.cvtColor(source[ref], cv2.COLOR_RGB2LAB).astype(np.float32)
-        bg_lab = cv2.cvtColor(background[ref], cv2.COLOR_RGB2LAB).astype(np.float32)
-        m0 = mask[ref]
+        if edited0.shape != source.shape[1:]:
+            raise ValueError(f"edited frame 0 {edited0.shape} does not match the source {source.shape}")
+        low, high = inputs.extra.get("canny", (100, 200))
+        src_lab = cv2.cvtColor(source[0], cv2.COLOR_RGB2LAB).astype(np.float32)
+        edt_lab = cv2.cvtColor(edited0, cv2.COLOR_RGB2LAB).astype(np.float32)
         shift = np.zeros(3, np.float32)
-        if m0.any() and not m0.all():
-            shift = (bg_lab[~m0].mean(axis=0) - fg_lab[m0].mean(axis=0)) * self.harmonise_strength
-            shift[0] *= 0.6
-        for i in range(t):
+        if mask[0].any():
+            shift = (edt_lab[mask[0]].mean(axis=0) - src_lab[mask[0]].mean(axis=0)) * self.harmonise_strength
+        out = np.empty_like(source)
+        out[0] = edited0
+        sigma = self.feather_px * w / 1280 * 2
+        for i in range(1, t):
+            region = source_edge_region(control[i], source[i], background[i], mask[i], low, high)
             lab = cv2.cvtColor(source[i], cv2.COLOR_RGB2LAB).astype(np.float32) + shift
             relit = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-            out[i] = composite(relit, background[i], feather(mask[i], self.feather_px * w / 1280 * 2))
+            out[i] = composite(relit, background[i], feather(region, sigma))
         return out
+
+
+def _centroids(samples: np.ndarray, k: int = 6) -> np.ndarray:
+    """Up to ``k`` k-means colour centres of ``samples`` (N, 3), seeded so every run gives the same."""
+    samples = np.ascontiguousarray(samples, np.float32)
+    if len(samples) <= k:
+        return samples
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+    _, _, centres = cv2.kmeans(samples, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    return centres
+
+
+def _nearest(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return np.sqrt(((pixels[:, None, :] - centres[None, :, :]) ** 2).sum(-1)).min(axis=1)
+
+
+def leftover_foreground(source: np.ndarray, erased: np.ndarray, hole: np.ndarray | None = None) -> float:
+    """How much subject an erase left next to its hole, relative to what it removed (0 = none).
+
+    The colours the erase removed (``source`` inside ``hole`` where ``erased`` differs) describe the
+    subject; the scene further out describes the background. Pixels just outside
+    the hole, touching it, that are much closer to the subject's colours are subject left behind: a still
+    head above erased hands. Without ``hole``, the region the erase changed stands for it.
+    """
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    er = cv2.cvtColor(erased, cv2.COLOR_RGB2LAB).astype(np.float32)
+    change = np.sqrt(((src - er) ** 2).sum(-1))
+    if hole is None:
+        hole = clean_mask(change > 12, 1, 5)
+    hole = np.asarray(hole, bool)
+    removed = hole & (change > 12)
+    if removed.sum() < 20:
+        return 0.0
+    r = max(3, int(0.5 * np.sqrt(hole.sum())))
+
+    def grown(px: int) -> np.ndarray:
+        return cv2.dilate(hole.astype(np.uint8), np.ones((2 * px + 1,) * 2, np.uint8)).astype(bool)
+
+    near = grown(r) & ~hole
+    far = grown(3 * r) & ~grown(2 * r)
+    if not near.any():
+        return 0.0
+    # the scene further out, not the fill: an inpainter smears a left-over head's colours into the hole
+    scene = src[far] if far.any() else src[~grown(r)]
+    if len(scene) == 0:  # the hole and its surroundings fill the picture: nothing to compare with
+        return 0.0
+    bg = _centroids(scene)
+    # what was removed, less the colours the scene around has too (background inside the hole)
+    subject = src[removed]
+    subject = subject[_nearest(subject, bg) > 15]
+    if len(subject) < 20:
+        return 0.0
+    fg = _centroids(subject)
+    pixels = src[near]
+    left = np.zeros(hole.shape, bool)
+    left[near] = _nearest(pixels, fg) * 1.5 < _nearest(pixels, bg)
+    _, labels = cv2.connectedComponents(left.astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[left & grown(2)])
+    left = np.isin(labels, touching[touching > 0])
+    return float(left.sum()) / float(removed.sum())
 
 
 @dataclass
 class ReferenceScorer(_FromConfig):
-    """Judge-free statistics on EditScore's scale (0-10): a gate against blank, unchanged or broken edits.
+    """Judge-free statistics reported on EditScore's scale and record (0-10; ``overall = sqrt(SC*PQ)``).
 
-    * ``prompt_following``: did the picture change as asked? For a replacement, how much the
-      surroundings changed; for a removal ("Remove ..."), whether at least 2% of the picture changed.
-    * ``consistency``: did what should stay, stay? The share of pixels whose local structure (SSIM)
-      survived: at least 40% of the centre for a replacement (the subject usually stands there), 60%
-      of the whole picture for a removal.
-    * ``perceptual_quality``: detail (gradient energy) and no clipped or flat picture.
+    It answers EditScore's two questions with image statistics, each with two scores, and reduces them
+    as EditScore does (:func:`~sparkle_video.generation.backends.editscore.editscore_from_scores`):
+
+    * SC, editing success: for a replacement, how much the surroundings changed; for a removal
+      ("Remove ..."), that something went (at least 2% of the picture changed) and no subject is left
+      next to it (:func:`leftover_foreground`: a removal that leaves a still head or torso fails).
+    * SC, over-editing: the share of pixels whose local structure (SSIM) survived: at least 40% of the
+      centre for a replacement (the subject usually stands there); for a removal, 90% of what lies
+      outside the hole (60% of the whole picture when the hole is not known).
+    * PQ, naturalness: detail (gradient energy: a flat or blurred picture scores low, measured against
+      the source's own when that is plainer).
+    * PQ, artefacts: no large clipped (blown-out or crushed) areas.
+
+    A sanity gate against blank, unchanged, incomplete or broken outputs, not a judge of taste.
     """
 
     work_width: int = 256
+    max_leftover: float = 0.1
 
     def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore:
+        return self.score_erase(source, edited, prompt, None)
+
+    def score_erase(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray | None
+    ) -> EditScore:
+        """:meth:`score`, told where the erase's hole was (``mask``, ``(H, W)`` bool at ``source``'s size)."""
         src = scale_to_width(np.asarray(source), self.work_width)
         edt = np.asarray(edited)
         if edt.shape[:2] != src.shape[:2]:
@@ -475,29 +836,52 @@ class ReferenceScorer(_FromConfig):
         centre = centre.astype(bool)
         removal = prompt.strip().lower().startswith(("remove", "erase"))
         diff = np.abs(src.astype(np.float32) - edt.astype(np.float32)).mean(axis=-1)
-        if removal:  # something went (>= 2% of the picture changed) and the rest stayed
-            prompt_following = 10 * min(1.0, float((diff > 20).mean()) / 0.02)
-            kept = kept_fraction(src, edt, np.ones((h, w), bool))
-            consistency = 10 * min(1.0, kept / 0.6)
-        else:  # the surroundings changed and the subject (usually in the centre) stayed
-            prompt_following = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
+        note = ""
+        if removal:
+            hole = None
+            if mask is not None:
+                hole = cv2.resize(np.asarray(mask, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            leftover = leftover_foreground(src, edt, hole)
+            gone = min(1.0, float((diff > 20).mean()) / 0.02)
+            # a subject left next to the erased region sinks the score: 2x the allowance scores 0
+            complete = 1.0 - min(1.0, max(0.0, leftover - self.max_leftover / 2) / (self.max_leftover * 1.5))
+            success = 10 * gone * complete
+            if hole is not None and hole.any():  # outside the hole nothing should change at all
+                grow = max(3, w // 50) | 1
+                outside = ~cv2.dilate(hole.astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
+                kept = kept_fraction(src, edt, outside) if outside.any() else 1.0
+                over_edit = 10 * min(1.0, kept / 0.9)
+            else:
+                kept = kept_fraction(src, edt, np.ones((h, w), bool))
+                over_edit = 10 * min(1.0, kept / 0.6)
+            note = f"; {leftover:.2f} of the subject left after the removal"
+        else:
+            success = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
             kept = kept_fraction(src, edt, centre)
-            consistency = 10 * min(1.0, kept / 0.4)
+            over_edit = 10 * min(1.0, kept / 0.4)
         gray = cv2.cvtColor(edt, cv2.COLOR_RGB2GRAY)
         detail = float(np.abs(cv2.Laplacian(gray, cv2.CV_32F)).mean())
         clipped = float(((gray <= 2) | (gray >= 253)).mean())
-        perceptual = 10 * min(1.0, detail / 3.0) * (1 - min(1.0, max(0.0, clipped - 0.2) * 2))
-        pf, sc, pq = (round(float(np.clip(v, 0, 10)), 3) for v in (prompt_following, consistency, perceptual))
-        overall = round(
-            min(pf, sc, pq) ** 0.5 * ((pf + sc + pq) / 3) ** 0.5, 3
-        )  # geometric blend: one bad field sinks it
+        src_gray = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)
+        src_detail = float(np.abs(cv2.Laplacian(src_gray, cv2.CV_32F)).mean())
+        # as detailed as a natural picture (3.0), or at least 40% of the source when it is plainer (a
+        # filled-in hole is smoother than the scene it replaces)
+        natural = 10 * min(1.0, detail / max(1e-3, min(3.0, 0.4 * src_detail)))
+        clean = 10 * (1 - min(1.0, max(0.0, clipped - 0.2) * 2))
+        scale = SCORE_RANGE / 10
+        sc = [round(float(np.clip(v, 0, 10)), 3) * scale for v in (success, over_edit)]
+        pq = [round(float(np.clip(v, 0, 10)), 3) * scale for v in (natural, clean)]
+        record = editscore_from_scores(
+            sc,
+            pq,
+            f"{kept:.2f} of the region that should stay kept its structure{note}",
+            f"detail {detail:.2f}, clipped {clipped:.3f}",
+        )
         return EditScore(
-            prompt_following=pf,
-            consistency=sc,
-            perceptual_quality=pq,
-            overall=overall,
-            SC_reasoning=f"{kept:.2f} of the region that should stay kept its structure",
-            PQ_reasoning=f"detail {detail:.2f}, clipped {clipped:.3f}",
+            *(round(v, 3) for v in (record.prompt_following, record.consistency, record.perceptual_quality)),
+            round(record.overall, 3),
+            record.SC_reasoning,
+            record.PQ_reasoning,
         )
 
 

@@ -22,10 +22,15 @@ class SourceCheck:
     reason: str = ""
 
 
-def check_source(meta: VideoMetadata, settings: PipelineSettings = PipelineSettings()) -> SourceCheck:
-    """Refuse clips the method cannot use: too short, odd-sized, portrait or tiny."""
-    if meta.num_frames < settings.min_frames:
-        return SourceCheck(False, f"too short: {meta.num_frames} frames < {settings.min_frames}")
+def check_source(
+    meta: VideoMetadata, settings: PipelineSettings = PipelineSettings(), working_frames: int | None = None
+) -> SourceCheck:
+    """Refuse clips the method cannot use: too short (counted after the size policy's resampling,
+    ``working_frames``), odd-sized, portrait or tiny."""
+    frames = meta.num_frames if working_frames is None else working_frames
+    if frames < settings.min_frames:
+        detail = "" if frames == meta.num_frames else f" at {settings.fps} fps (of {meta.num_frames})"
+        return SourceCheck(False, f"too short: {frames} frames{detail} < {settings.min_frames}")
     if meta.width % 2 or meta.height % 2:
         return SourceCheck(
             False, f"odd frame size {meta.width}x{meta.height} (H.264 yuv420p needs even sizes)"

@@ -34,6 +34,21 @@ def score_frame_indices(num_frames: int, preferred: Sequence[int] = (1, 26, 51, 
     return sorted({round(float(v)) for v in np.linspace(1, num_frames - 1, count)})
 
 
+def keep_first_frame(video: np.ndarray, edited_frame0: np.ndarray) -> np.ndarray:
+    """``video`` with frame 0 replaced by the edited first frame, exactly.
+
+    The method's output keeps the edited frame 0 (the generator is conditioned on it, and stage 2
+    scored it). A generator does not return it bit for bit: Wan VACE's mask is downsampled over time,
+    so latent frame 0 carries pixel frame 1's mask ("generate"), and the VAE round trip alters it
+    anyway. Pasting it back makes frame 0 of ``edited.mp4`` the picture that passed stage 2.
+    """
+    if edited_frame0.shape != video.shape[1:]:
+        raise ValueError(f"edited frame 0 {edited_frame0.shape} does not match the video {video.shape}")
+    out = video.copy()
+    out[0] = edited_frame0
+    return out
+
+
 def generate_edited_video(
     source: np.ndarray,
     mask: np.ndarray,
@@ -48,15 +63,18 @@ def generate_edited_video(
     canny_high: int = 200,
     seed: int = 0,
 ) -> FinalResult:
-    """Control video -> generated edit (fitted to the source's size and length) -> mean ``O_score``."""
+    """Control video -> generated edit (fitted to the source's size and length, frame 0 = the edited
+    frame 0) -> mean ``O_score`` over non-first frames."""
     t, h, w = source.shape[:3]
     if mask.shape != (t, h, w) or background.shape != source.shape:
         raise ValueError(
             f"source {source.shape}, mask {mask.shape} and background {background.shape} disagree"
         )
     control = control_video(source, background, mask, canny_low, canny_high)
-    inputs = ControlInputs(prompt, edited_frame0, control, source, mask, background)
-    video = fit_video(generator.generate(inputs, seed=seed), t, h, w)
+    inputs = ControlInputs(
+        prompt, edited_frame0, control, source, mask, background, {"canny": (canny_low, canny_high)}
+    )
+    video = keep_first_frame(fit_video(generator.generate(inputs, seed=seed), t, h, w), edited_frame0)
     indices = score_frame_indices(t, frame_indices)
     scores = [scorer.score(source[i], video[i], prompt) for i in indices]
     mean = float(np.mean([s.overall for s in scores]))
