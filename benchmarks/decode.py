@@ -9,7 +9,8 @@ same area filter for resizes), and the cases are timed in interleaved rounds wit
 change hits all alike; each ratio is against the named baseline of its case, as min and median over
 the rounds. Contenders (skipped by name when not installed): PyAV decode-only (the floor: frames are
 decoded, never converted), PyAV writing into a preallocated array with ``thread_type="AUTO"``, plain
-PyAV with ``np.stack``, decord, OpenCV. ``ffmpeg -benchmark`` when the binary is on PATH.
+PyAV with ``np.stack``, decord, OpenCV (``pip install -e ".[peers]"`` adds decord and webdataset).
+``ffmpeg -benchmark`` when the binary is on PATH.
 
 Cases: full decode; 4 sampled frames; 81 frames at 832x480; 16 frames at <= 512x512 (the VLM input);
 then DataLoader samples/s and worker peak RSS against ``datasets`` + PyAV and webdataset + PyAV, and the
