@@ -79,6 +79,25 @@ def test_tar_shards_local(train_folder, train_shards, streaming: bool) -> None:
         assert src.source.endswith("location_source_video_part01.tar")
 
 
+def test_streaming_local_shards_feeds_every_dataloader_worker(train_folder, train_shards) -> None:
+    import torch
+
+    _, info = train_folder
+    shards, _ = train_shards
+    ds = load_sparkle(shards, streaming=True, themes="location")
+    assert ds.num_shards > 1  # one theme's shards are cut into units, not streamed as one
+
+    def worker_of(batch: list) -> list:
+        worker = torch.utils.data.get_worker_info()
+        return [(row["id"], worker.id) for row in batch]
+
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=worker_of)
+    seen = [pair for batch in loader for pair in batch]
+    ids = sorted(i for i, _ in seen)
+    assert ids == sorted(i for i in info if i.startswith("Sparkle_location_"))  # each once
+    assert {w for _, w in seen} == {0, 1}  # both workers got work
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 @pytest.mark.parametrize("protocol", ["memory", "file"])
 def test_tar_shards_through_fsspec_url(train_folder, train_shards, streaming: bool, protocol: str) -> None:

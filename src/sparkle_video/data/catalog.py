@@ -43,6 +43,8 @@ LAYOUTS = ("auto", "folder", "shards")
 FOLDER_UNIT_ROWS = 64
 #: Units a folder theme is cut into at least (when it has that many rows).
 MIN_FOLDER_UNITS = 8
+#: Units a theme in local tar shards is cut into when streaming (each indexes the shards' headers once).
+MAX_LOCAL_SHARD_UNITS = 8
 
 
 def empty_ref() -> dict[str, Any]:
@@ -96,6 +98,12 @@ class Unit:
     entries: list[SampleEntry]
     source_shards: list[str] = field(default_factory=list)
     edited_shards: list[str] = field(default_factory=list)
+    # a theme cut into several units over the same shards: the members its other units name, and whether
+    # this unit names the refused members no entry names (only one unit does, so each is named once)
+    sibling_paths: frozenset[str] = frozenset()
+    report_orphans: bool = True
+    #: shard -> stamp taken when the load was planned: every unit must see the shards unchanged
+    shard_stamps: dict[str, str] = field(default_factory=dict)
 
 
 # -- planning -------------------------------------------------------------------------------------
@@ -263,9 +271,34 @@ def plan_units(root: DataRoot, options: LoadOptions, streaming: bool, report: Sk
             if not src_shards or not edt_shards:
                 kind = "source" if not src_shards else "edited"
                 raise SparkleDataError(f"no {theme}_{kind}_video_partXX.tar shards found", path=root.url)
-            units.append(
-                Unit(theme, "tar-stream" if streaming else "tar-index", entries, src_shards, edt_shards)
+            if streaming and not root.is_local:  # remote: one pass over each shard, no seeks back
+                units.append(Unit(theme, "tar-stream", entries, src_shards, edt_shards))
+                continue
+            # local (and non-streaming): headers indexed, members read by byte range; streaming cuts the
+            # theme into a few units so that every DataLoader worker gets work
+            count = min(MAX_LOCAL_SHARD_UNITS, max(1, len(entries))) if streaming else 1
+            step = -(-len(entries) // count) if entries else 1
+            stamps = {sh: root.stamp(sh) for sh in src_shards + edt_shards} if count > 1 else {}
+            paths = (
+                frozenset(p for e in entries for p in (e.source_path, e.edited_path) if p)
+                if count > 1
+                else frozenset()
             )
+            for start in range(0, max(len(entries), 1), step):
+                chunk = entries[start : start + step]
+                if chunk or not entries:
+                    units.append(
+                        Unit(
+                            theme,
+                            "tar-index",
+                            chunk,
+                            src_shards,
+                            edt_shards,
+                            paths,
+                            report_orphans=start == 0,
+                            shard_stamps=stamps,
+                        )
+                    )
         else:
             # small folders still split into a few units, so DataLoader workers all get work
             step = min(FOLDER_UNIT_ROWS, max(1, -(-len(entries) // MIN_FOLDER_UNITS)))
@@ -416,7 +449,7 @@ def _index_shards(
 
 def _drop_refused(
     root: DataRoot,
-    entries: Sequence[SampleEntry],
+    unit: Unit,
     index: ShardIndex,
     options: LoadOptions,
     report: SkipReport,
@@ -427,7 +460,7 @@ def _drop_refused(
     """
     kept = []
     named: set[str] = set()
-    for entry in entries:
+    for entry in unit.entries:
         bad = [rel for rel in (entry.source_path, entry.edited_path) if rel in index.refused]
         named.update(bad)
         if not bad:
@@ -440,7 +473,8 @@ def _drop_refused(
             report,
             key=entry.id,
         )
-    for name in sorted(set(index.refused) - named):
+    orphans = set(index.refused) - named - unit.sibling_paths if unit.report_orphans else set()
+    for name in sorted(orphans):
         shard, err = index.refused[name]
         handle(err, options.errors, report, key=f"shard {root.uri(shard)}::{name}")
     return kept
@@ -458,9 +492,14 @@ def _gen_tar_index(
 ) -> Iterator[tuple[str, dict]]:
     damaged: dict[str, str] = {}
     shards = list(dict.fromkeys(unit.source_shards + unit.edited_shards))  # paired shards hold both
-    index = _index_shards(root, shards, options, report, damaged)
+    # a damaged shard is named once per theme (by its first unit); each unit names its own samples
+    index = _index_shards(root, shards, options, report if unit.report_orphans else SkipReport(), damaged)
+    for shard, was in unit.shard_stamps.items():  # the shards this theme's other units read
+        now = index.stamps.get(shard)
+        if now is not None and now != was:
+            raise changed_error(root.uri(shard), was, now, "while streaming")
     members = index.members
-    for entry in _drop_refused(root, unit.entries, index, options, report):
+    for entry in _drop_refused(root, unit, index, options, report):
         try:
             refs = []
             for rel in (entry.source_path, entry.edited_path):
@@ -543,7 +582,7 @@ def _gen_tar_stream(
     ):  # a header scan first (cheap: seeks over the data), so streaming refuses what indexing does
         shards = unit.source_shards + unit.edited_shards
         index = _index_shards(root, shards, options, report, {}, report_damage=False)
-        entries = _drop_refused(root, unit.entries, index, options, report)
+        entries = _drop_refused(root, unit, index, options, report)
     by_path: dict[str, SampleEntry] = {}
     for entry in entries:
         by_path[entry.source_path] = entry
