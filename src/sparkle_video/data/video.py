@@ -423,7 +423,9 @@ class VideoReader:
             if size is None:
                 raw.seek(0, io.SEEK_END)
                 size = raw.tell() - self._offset
-            return io.BufferedReader(_RangeFile(raw, self._offset, size), buffer_size=1 << 20)  # type: ignore[arg-type]
+            # no read buffer: a container probe seeks to the end (which empties one) and back; the first
+            # block is kept instead, so a member's bytes are read once per use
+            return _HeadCachedFile(_RangeFile(raw, self._offset, size))  # type: ignore[return-value]
         return raw
 
     def _open_container(self) -> tuple[Any, IO[bytes]]:
