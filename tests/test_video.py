@@ -622,3 +622,17 @@ def test_write_video_failing_rename_leaves_no_partial_file(tmp_path: Path) -> No
     with pytest.raises(OSError):
         write_video(clip(1, frames=2), taken)
     assert [p.name for p in tmp_path.iterdir()] == ["taken.mp4"] and taken.is_dir()
+
+
+def test_header_frame_count_decodes_nothing(mp4: Path, tmp_path: Path) -> None:
+    r = VideoReader(mp4)
+    assert r.header_frame_count() == 17
+    assert r._metadata is None and r.frames_decoded == 0  # the full header read was not needed
+    r.num_frames  # noqa: B018
+    assert r.header_frame_count() == 17  # read back from the metadata once it is there
+    # a container whose index states no count (Matroska) falls back to the full header read
+    mkv = tmp_path / "clip.mkv"
+    encode(clip(2, frames=9, height=32, width=48), mkv, "matroska")
+    assert VideoReader(mkv).header_frame_count() == VideoReader(mkv).num_frames == 9
+    with pytest.raises(SparkleDataError, match="not a readable video"):
+        VideoReader(b"not a video at all").header_frame_count()

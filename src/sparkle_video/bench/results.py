@@ -154,8 +154,8 @@ def frame_counts(entry: ResultEntry, max_frames: int = MAX_COMPARED_FRAMES) -> t
     from ..data.video import VideoReader, as_video_reader
 
     source = as_video_reader(entry.row["source_video"])
-    n_src = min(source.num_frames, max_frames)
-    n_edit = VideoReader(str(entry.path)).num_frames
+    n_src = min(source.header_frame_count(), max_frames)
+    n_edit = VideoReader(str(entry.path)).header_frame_count()
     return (n_src, n_edit) if n_edit < n_src else None
 
 
