@@ -265,8 +265,8 @@ def _worker_stats() -> tuple[int, int]:
     return _peak_rss_kb(), _read_bytes()
 
 
-def loader_cases(clips: list[Path], tmp: Path, pairs: int) -> dict[str, dict[str, float]]:
-    """Each path yields one pair per batch as (2, 3, 16, 480, 832) floats in [-1, 1]; 2 workers.
+def loader_cases(clips: list[Path], tmp: Path, pairs: int, frames: int = 16) -> dict[str, dict[str, float]]:
+    """Each path yields one pair per batch as (2, 3, frames, 480, 832) floats in [-1, 1]; 2 workers.
 
     Each worker writes its peak RSS and the bytes it read (``rchar``) when its share is done; bytes are
     reported per sample against the two files' size.
@@ -290,7 +290,7 @@ def loader_cases(clips: list[Path], tmp: Path, pairs: int) -> dict[str, dict[str
     shards = tmp / "shards"
     pack(folder, shards, per_shard=max(1, pairs // 2))
     pair_bytes = sum(p.stat().st_size for p in folder.glob("location/*_video/*.mp4")) / pairs
-    idx = list(range(16))
+    idx = list(range(frames))
 
     class Measured(torch.utils.data.IterableDataset):
         def __init__(self, inner: Any, out: Path):
@@ -319,7 +319,7 @@ def loader_cases(clips: list[Path], tmp: Path, pairs: int) -> dict[str, dict[str
         return collate
 
     paths: dict[str, tuple[Any, Any]] = {}
-    ours_collate = SparkleCollator(num_frames=16, size=RESIZED, value_range=(-1, 1), resize="stretch")
+    ours_collate = SparkleCollator(num_frames=frames, size=RESIZED, value_range=(-1, 1), resize="stretch")
     paths["load_sparkle folder + SparkleCollator"] = (load_sparkle(folder, streaming=True), ours_collate)
     paths["load_sparkle tar shards + SparkleCollator"] = (load_sparkle(shards, streaming=True), ours_collate)
     import datasets
@@ -435,6 +435,7 @@ def main() -> int:
         "--samples", type=Path, default=Path(os.environ.get("SPARKLE_SAMPLES", DEFAULT_SAMPLES))
     )
     parser.add_argument("--loader-pairs", type=int, default=8)
+    parser.add_argument("--loader-frames", type=int, default=16, help="frames per video in a batch")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     machine = f"{platform.machine()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
@@ -470,8 +471,8 @@ def main() -> int:
                 )
             )
         )
-        results["loader"] = loader_cases(clips, Path(tmp), args.loader_pairs)
-        print("DataLoader, 2 workers, batch of one pair (2 x 16 frames at 480x832, float)")
+        results["loader"] = loader_cases(clips, Path(tmp), args.loader_pairs, args.loader_frames)
+        print(f"DataLoader, 2 workers, batch of one pair (2 x {args.loader_frames} frames at 480x832, float)")
         print(f"  {'path':<48}{'samples/s':>10}{'peak RSS MB':>13}{'read/file':>11}")
         for name, r in results["loader"].items():
             print(
