@@ -84,6 +84,7 @@ def test_model_index_dispatch(lucy_dir: Path, tmp_path: Path) -> None:
     assert read_model_index(str(lucy_dir))["_class_name"] == "LucyEditPipeline"
     editor = model_editor(str(lucy_dir), dtype="float32", device="cpu")
     assert isinstance(editor, DiffusersVideoEditor) and editor.name == "LucyEditPipeline"
+    assert editor.pipe._progress_bar_config == {"disable": True}  # per-step bars only with -v
     # Lucy's own defaults unless told otherwise
     assert (editor.size, editor.num_inference_steps, editor.guidance_scale) == (LUCY_SIZE, 50, 5.0)
     told = model_editor(str(lucy_dir), dtype="float32", device="cpu", num_inference_steps=2, size=(64, 96))

@@ -194,7 +194,15 @@ def pipeline_editor(
     except (ImportError, AttributeError) as e:  # pragma: no cover - depends on the [model] extra
         raise ImportError("running a model needs the model extra: pip install 'sparkle-video[model]'") from e
     pipe = SparkleEditPipeline.from_pretrained(path_or_repo, dtype=_torch_dtype(torch_dtype or dtype))
+    _quiet_steps(pipe)
     return PipelineEditor(pipe.to(_device(device)), **kwargs)
+
+
+def _quiet_steps(pipe: Any) -> None:
+    """The runner's one bar per video is enough: a loaded pipeline's per-step bar shows only with ``-v``."""
+    from ..data.loading import progress_default
+
+    pipe.set_progress_bar_config(disable=not progress_default())
 
 
 def orientation_size(height: int, width: int, size: tuple[int, int]) -> tuple[int, int]:
@@ -312,6 +320,7 @@ def diffusers_editor(
         kwargs.setdefault("num_inference_steps", LUCY_STEPS)
         kwargs.setdefault("guidance_scale", LUCY_GUIDANCE)
     pipe = pipeline_class.from_pretrained(path_or_repo, dtype=_torch_dtype(torch_dtype or dtype))
+    _quiet_steps(pipe)
     return DiffusersVideoEditor(pipe.to(_device(device)), **kwargs)
 
 
