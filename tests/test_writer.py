@@ -391,3 +391,19 @@ def test_pack_webdataset_layout_plain_datasets_and_load_sparkle(written, tmp_pat
         pack_shards(root, out, layout="webdataset", include_intermediates=True)
     with pytest.raises(ValueError, match="layout must be one of"):
         pack_shards(root, out, layout="tfrecord")
+
+
+def test_webdataset_shards_keep_awkward_prompts(tmp_path: Path) -> None:
+    """A lone carriage return or a line separator in a prompt survives the paired shards' round trip."""
+    pair = make_pair(5, num_frames=5, height=32, width=48)
+    prompts = ["carriage\rreturn", "line\u2028separator\x85next"]
+    recs = [
+        SampleRecord(
+            id=f"Sparkle_time_00000{i}", theme="time", prompt=p, source=pair.source, edited=pair.edited
+        )
+        for i, p in enumerate(prompts)
+    ]
+    write_sparkle(recs, tmp_path / "src", progress=False)
+    pack_shards(tmp_path / "src", tmp_path / "wds", layout="webdataset", progress=False)
+    rows = {r["id"]: r["prompt"] for r in load_sparkle(tmp_path / "wds", progress=False)}
+    assert rows == {r.id: r.prompt for r in recs}

@@ -32,8 +32,8 @@ from .catalog import LoadOptions, available_themes, read_entries
 from .hub_folder import _VIDEO_COLUMNS, HUB_FEATURES, HUB_SCHEMA
 from .layout import OPENVE_EDIT_TYPE, THEMES
 from .loading import load_sparkle
+from .records import csv_quoting
 from .sources import open_root
-from .writer import csv_quoting
 
 KIWI_CSV_COLUMNS = ("src_video", "tgt_video", "prompt")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import SkipReport, SparkleDataError, handle
 from .layout import TRAIN_CSV_COLUMNS
-from .records import SampleEntry, join_train
+from .records import SampleEntry, csv_quoting, join_train
 from .shards import scan_tar
 from .sources import DataRoot
 
@@ -120,7 +120,9 @@ def read_paired_entries(
                     meta = {k: v for k, v in record["metadata"].items() if v is not None}
                     meta_lines.append(json.dumps({"id": sid, "prompt": prompt, "metadata": meta}))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(TRAIN_CSV_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=list(TRAIN_CSV_COLUMNS), lineterminator="\n", quoting=csv_quoting(csv_rows)
+    )
     writer.writeheader()
     writer.writerows(csv_rows)
     where = f"{theme} webdataset shards ({', '.join(root.uri(s) for s in shards)})"

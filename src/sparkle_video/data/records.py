@@ -12,6 +12,7 @@ import json
 import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import SkipReport, SparkleDataError, handle
 from .layout import BENCH_CSV_COLUMNS, TRAIN_CSV_COLUMNS, parse_chosen_keyword, safe_relpath
@@ -41,6 +42,16 @@ class SampleEntry:
             "scene": self.scene,
             "original_scene": self.original_scene,
         }
+
+
+def csv_quoting(rows: Sequence[dict[str, Any]]) -> int:
+    """``csv.QUOTE_ALL`` when a value holds ``\r``, else ``QUOTE_MINIMAL``.
+
+    With ``lineterminator="\n"`` the csv module quotes a field holding ``\n`` but not one holding a
+    lone ``\r``, which a reader then refuses ("new-line character seen in unquoted field").
+    """
+    carriage = any("\r" in str(v) for row in rows for v in row.values() if v is not None)
+    return csv.QUOTE_ALL if carriage else csv.QUOTE_MINIMAL
 
 
 def read_csv_rows(text: str, path: str, required: Sequence[str]) -> list[dict[str, str]]:

@@ -45,7 +45,7 @@ from .layout import (
     video_path,
 )
 from .masks import pack_mask
-from .records import jsonl_lines, parse_json_line
+from .records import csv_quoting, jsonl_lines, parse_json_line
 from .video import write_video
 
 logger = logging.getLogger("sparkle_video")
@@ -178,16 +178,6 @@ def _image_bytes(image: ImageLike) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def csv_quoting(rows: Sequence[dict[str, Any]]) -> int:
-    """``csv.QUOTE_ALL`` when a value holds ``\r``, else ``QUOTE_MINIMAL``.
-
-    With ``lineterminator="\n"`` the csv module quotes a field holding ``\n`` but not one holding a
-    lone ``\r``, which a reader then refuses ("new-line character seen in unquoted field").
-    """
-    carriage = any("\r" in str(v) for row in rows for v in row.values() if v is not None)
-    return csv.QUOTE_ALL if carriage else csv.QUOTE_MINIMAL
 
 
 def _csv_text(columns: Sequence[str], rows: Iterable[dict[str, str]]) -> str:
