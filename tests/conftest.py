@@ -178,3 +178,13 @@ def train_shards(
 def fresh_train(tmp_path: Path) -> tuple[Path, dict[str, dict]]:
     """A small training folder a test may break."""
     return tmp_path, write_train(tmp_path, {"location": 2, "season": 1})
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Reset accelerate's process-wide state around a test (bf16 runs must not leak into other tests')."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

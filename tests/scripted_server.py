@@ -20,14 +20,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
-SPARKLE_NAMES = (
-    "Instruction Compliance",
-    "Overall Visual Quality",
-    "Foreground Integrity",
-    "Foreground Motion Consistency",
-    "Background Dynamics",
-    "Background Visual Quality",
-)
+from bench_fixtures import SPARKLE_NAMES
 
 
 def reply_text(scores: list[int]) -> str:

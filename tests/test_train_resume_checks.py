@@ -20,14 +20,8 @@ from sparkle_video.data.writer import write_sparkle
 from sparkle_video.pipelines import tiny_pipeline
 from sparkle_video.training.loop import checkpoint_dirs, checkpoint_problems, trainable_mismatch
 
-
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+# every test here resets accelerate's process-wide state (bf16 runs must not leak into other tests')
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 @pytest.fixture(scope="module")

@@ -195,14 +195,8 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path: Path) ->
 
 
 # -- whole runs through the command line --------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """These runs use bf16; accelerate's process-wide state must not leak into other tests' runs."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+# every test here resets accelerate's process-wide state (bf16 runs must not leak into other tests')
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 @pytest.fixture(scope="module")

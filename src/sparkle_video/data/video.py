@@ -13,6 +13,7 @@ import io
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,14 +69,10 @@ class VideoMetadata:
     pix_fmt: str | None
 
 
-class _RangeFile(io.RawIOBase):
-    """A read-only window ``[offset, offset+size)`` over a seekable binary file (a tar member)."""
+class _SeekableReader(io.RawIOBase):
+    """A read-only, seekable raw stream that tracks its own position in ``_pos`` (the wrappers below)."""
 
-    def __init__(self, raw: IO[bytes], offset: int, size: int):
-        self._raw = raw
-        self._offset = offset
-        self._size = size
-        self._pos = 0
+    _pos = 0
 
     def readable(self) -> bool:
         return True
@@ -85,6 +82,16 @@ class _RangeFile(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+
+class _RangeFile(_SeekableReader):
+    """A read-only window ``[offset, offset+size)`` over a seekable binary file (a tar member)."""
+
+    def __init__(self, raw: IO[bytes], offset: int, size: int):
+        self._raw = raw
+        self._offset = offset
+        self._size = size
+        self._pos = 0
 
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
@@ -117,7 +124,7 @@ class _RangeFile(io.RawIOBase):
             super().close()
 
 
-class _HeadCachedFile(io.RawIOBase):
+class _HeadCachedFile(_SeekableReader):
     """A local file that keeps its first ``HEAD_CACHE_BYTES`` in memory once read.
 
     Opening an mp4 whose index sits at the end reads the first block, jumps to the index, then reads
@@ -129,15 +136,6 @@ class _HeadCachedFile(io.RawIOBase):
         self._raw = raw
         self._head = b""
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
 
     def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
@@ -323,8 +321,6 @@ def _close_quietly(container: Any, f: IO[bytes]) -> None:
 
 def _hold_probe(reader: VideoReader) -> None:
     """Remember ``reader`` as holding an open probe; close the oldest holders beyond the cap."""
-    import weakref
-
     evicted = []
     with _HELD_LOCK:
         _HELD_PROBES[id(reader)] = weakref.ref(reader)
