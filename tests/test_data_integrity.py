@@ -125,6 +125,30 @@ def test_duplicate_member_skip_is_the_same_in_both_modes(three) -> None:
     assert results[False] == results[True]
 
 
+def test_stray_refused_member_and_damage_are_named_once_when_a_theme_streams_as_units(three, caplog) -> None:
+    """Streaming local shards cuts a theme into several units: a duplicated member that no row names, and
+    a damaged shard, are each reported once (not once per unit), exactly as without streaming."""
+    _, shards, _ = three
+    src = shards / f"{THEME}_source_video_part00.tar"
+    stray = f"{THEME}/source_video/Sparkle_{THEME}_999999.mp4"
+    rewrite_tar(src, [*tar_members(src), (stray, b"one"), (stray, b"two")])
+    edt = shards / f"{THEME}_edited_video_part00.tar"
+    edt.write_bytes(edt.read_bytes()[: edt.stat().st_size // 2])  # cut inside a member: damaged
+    reports = {}
+    for streaming in (False, True):
+        report = SkipReport()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="sparkle_video"):
+            ids_and_bytes(load(shards, streaming, "skip", report))
+        assert caplog.text.count(f"skipped shard {src}::{stray}") == 1  # logged once, not once per unit
+        assert caplog.text.count(f"skipped shard {edt}: ") == 1
+        keys = [key for key, _ in report.skipped]
+        reports[streaming] = sorted(keys)
+        assert sum(stray in key for key in keys) == 1
+        assert sum(key.startswith("shard ") and key.endswith(edt.name) for key in keys) == 1
+    assert reports[False] == reports[True]
+
+
 def test_duplicate_across_shards_is_refused(tmp_path: Path) -> None:
     folder, shards = tmp_path / "f", tmp_path / "s"
     info = write_train(folder, {THEME: 2}, frames=5)

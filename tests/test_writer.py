@@ -380,6 +380,10 @@ def test_pack_webdataset_layout_plain_datasets_and_load_sparkle(written, tmp_pat
         VideoReader(root / f"location/edited_video/{loc[1].id}.mp4").get_frames([1]),
     )
     np.testing.assert_array_equal(
+        row["source_video"].get_frames([2]),
+        VideoReader(root / f"location/source_video/{loc[1].id}.mp4").get_frames([2]),
+    )
+    np.testing.assert_array_equal(
         streamed[loc[1].id]["source_video"].get_frames([2]), row["source_video"].get_frames([2])
     )
     # a smaller re-pack removes the earlier run's extra paired parts

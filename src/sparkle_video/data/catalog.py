@@ -493,7 +493,10 @@ def _gen_tar_index(
     damaged: dict[str, str] = {}
     shards = list(dict.fromkeys(unit.source_shards + unit.edited_shards))  # paired shards hold both
     # a damaged shard is named once per theme (by its first unit); each unit names its own samples
-    index = _index_shards(root, shards, options, report if unit.report_orphans else SkipReport(), damaged)
+    index = _index_shards(root, shards, options, report, damaged, report_damage=unit.report_orphans)
+    for shard, scan in index.scans.items():  # the cause, for this unit's samples the damage cost
+        if scan.damage is not None:
+            damaged.setdefault(shard, scan.damage.reason)
     for shard, was in unit.shard_stamps.items():  # the shards this theme's other units read
         now = index.stamps.get(shard)
         if now is not None and now != was:
