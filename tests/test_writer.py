@@ -411,3 +411,40 @@ def test_webdataset_shards_keep_awkward_prompts(tmp_path: Path) -> None:
     pack_shards(tmp_path / "src", tmp_path / "wds", layout="webdataset", progress=False)
     rows = {r["id"]: r["prompt"] for r in load_sparkle(tmp_path / "wds", progress=False)}
     assert rows == {r.id: r.prompt for r in recs}
+
+
+def test_webdataset_shard_with_bad_json_members_names_them(written, tmp_path: Path) -> None:
+    """A paired shard whose ``{id}.json`` is not JSON, names another id, or is huge: each sample is a named
+    skip (or the error, under raise); the other pairs load."""
+    from sparkle_video import SkipReport
+    from sparkle_video.data.paired_shards import MAX_JSON_MEMBER_BYTES
+
+    root, records = written
+    out = tmp_path / "wds"
+    pack_shards(root, out, layout="webdataset", themes=["location"], progress=False)
+    loc = sorted(r.id for r in records if r.theme == "location")
+    tar = out / "location-00000.tar"
+    with tarfile.open(tar) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+    bad = {loc[0]: b"{not json"}
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for info, data in members:
+            sid = info.name.split(".")[0]
+            if info.name.endswith(".json") and sid in bad:
+                data = bad[sid]
+                info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        big = b" " * (MAX_JSON_MEMBER_BYTES + 1)
+        other = json.dumps({"id": "Sparkle_location_999999", "prompt": "p"}).encode()
+        for name, data in (("Sparkle_location_000077.json", big), ("Sparkle_location_000078.json", other)):
+            extra = tarfile.TarInfo(name)
+            extra.size = len(data)
+            tf.addfile(extra, io.BytesIO(data))
+    with pytest.raises(SparkleDataError, match=loc[0]):
+        load_sparkle(out, progress=False)
+    report = SkipReport()
+    rows = load_sparkle(out, errors="skip", skip_report=report, progress=False)
+    assert [r["id"] for r in rows] == [loc[1]]
+    assert sorted(report.ids) == sorted([loc[0], "Sparkle_location_000077", "Sparkle_location_000078"])
+    assert "limit" in dict(report.skipped)["Sparkle_location_000077"]
+    assert "not the JSON record" in dict(report.skipped)["Sparkle_location_000078"]
