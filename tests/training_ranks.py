@@ -2,7 +2,8 @@
 
 Runs ``sparkle-video train`` three times in this process group: uninterrupted to step 4 (``full``), to step
 2 (``part``), and ``part`` resumed to step 4; each rank records a digest of its trainable weights when the
-outputs are written (ranks must agree under DDP). Usage: training_ranks.py DATA MODEL ROOT
+outputs are written (ranks must agree under DDP). ``TRAIN_EXTRA_ARGS`` adds options to every run.
+Usage: training_ranks.py DATA MODEL ROOT
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def record_digests(root: Path) -> None:
 def force_fsdp_on_cpu() -> None:
     """accelerate enables its FSDP plugin only on accelerator devices (``MULTI_CPU`` is not in its list);
     the torch FSDP2 it drives runs on the CPU over gloo, so for this test the accelerator is switched
-    to FSDP after it is made, with the plugin accelerate built from the ``FSDP_*`` environment."""
-    from accelerate.state import AcceleratorState
+    to FSDP after it is made, with the plugin accelerate builds from the ``FSDP_*`` environment."""
+    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     original = loop.make_accelerator
@@ -51,6 +52,8 @@ def force_fsdp_on_cpu() -> None:
         if state.distributed_type != DistributedType.FSDP:
             state.fsdp_plugin = FullyShardedDataParallelPlugin()
             state.distributed_type = DistributedType.FSDP
+            # as accelerate does for its own FSDP: every later ``AcceleratorState()`` copies this back
+            PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         return acc
 
     loop.make_accelerator = make_accelerator
@@ -62,7 +65,8 @@ def args(data: str, model: str, out: Path, steps: int, *extra: str) -> list[str]
         "train", "--data", data, "--model", model, "--out", str(out), "--max-steps", str(steps),
         "--grad-accum", "2", "--checkpointing-steps", "4", "--lora-rank", "4", "--lr", "5e-3",
         "--mixed-precision", "no", "--report-to", "none", "--export-dtype", "none", "--save-dtype", "none",
-        "--prefetch", "1", "--shuffle-buffer", "4", "--no-gradient-checkpointing", *extra,
+        "--prefetch", "1", "--shuffle-buffer", "4", "--no-gradient-checkpointing",
+        *os.environ.get("TRAIN_EXTRA_ARGS", "").split(), *extra,
     ]  # fmt: skip
 
 

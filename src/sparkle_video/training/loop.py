@@ -6,8 +6,11 @@ Reproducibility: the timestep and noise of every micro-batch come from a generat
 weights, the optimizer and LR-scheduler states, the global RNG states and the data stream's position,
 so a resumed run continues with the same batches and reaches the same weights (bit for bit on CPU in
 float32). Checkpoints are written without pickles (safetensors, JSON, and ``torch.save`` of plain
-tensor/number state read back with ``weights_only=True``); under DeepSpeed or FSDP the engine's own
-sharded checkpoint (``accelerator.save_state``) holds the model and optimizer instead.
+tensor/number state read back with ``weights_only=True``). Under FSDP each rank writes its own shards
+of the trainable weights and optimizer state in the same formats (``trainable_rank{r}.safetensors``,
+``optimizer_rank{r}.pt``), so nothing is gathered and nothing pickled; a resume needs the same world
+size, which is checked. Under DeepSpeed the engine's own checkpoint (``accelerator.save_state``) holds
+the model and optimizer instead.
 """
 
 from __future__ import annotations
@@ -445,6 +448,46 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in module.named_parameters() if p.requires_grad}
 
 
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of an FSDP2 parameter or state (a ``DTensor``); any other tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def localized_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer ``state_dict()`` with every ``DTensor`` replaced by this rank's shard: plain tensors,
+    numbers and lists only, which ``torch.load(weights_only=True)`` reads back without unpickling code."""
+    return {
+        "state": {i: {k: local_shard(v) for k, v in s.items()} for i, s in state["state"].items()},
+        "param_groups": state["param_groups"],
+    }
+
+
+def distributed_tensors(shards: list[torch.Tensor], like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each saved shard as a ``DTensor`` laid out like the matching FSDP2 tensor of ``like``; a shard whose
+    partner is not a ``DTensor``, or is not of its shard's shape (a scalar step count), stays as it is."""
+    from torch.distributed.tensor import DTensor
+
+    out = []
+    for shard, param in zip(shards, like, strict=True):
+        if isinstance(param, DTensor) and shard.ndim and tuple(shard.shape) == tuple(param.to_local().shape):
+            shard = DTensor.from_local(
+                shard, param.device_mesh, param.placements, shape=param.shape, stride=param.stride()
+            )
+        out.append(shard)
+    return out
+
+
+def distributed_optimizer_state(state: dict[str, Any], params: list[torch.Tensor]) -> dict[str, Any]:
+    """The inverse of :func:`localized_optimizer_state` for the optimizer's ``params`` (in its order)."""
+    restored = {}
+    for index, entries in state["state"].items():
+        keys = list(entries)
+        param = params[int(index)]
+        values = distributed_tensors([entries[k] for k in keys], [param] * len(keys))
+        restored[index] = dict(zip(keys, values, strict=True))
+    return {"state": restored, "param_groups": state["param_groups"]}
+
+
 # -- the run -------------------------------------------------------------------------------------
 class Trainer:
     """One training run; ``run()`` trains to ``max_steps`` and writes the outputs.
@@ -465,7 +508,8 @@ class Trainer:
         self.accelerator = accelerator or make_accelerator(config)
         acc = self.accelerator
         self.rank = acc.process_index
-        self.engine = acc.distributed_type.value in ("DEEPSPEED", "FSDP")
+        self.engine = acc.distributed_type.value == "DEEPSPEED"  # DeepSpeed checkpoints itself
+        self.sharded = acc.distributed_type.value == "FSDP"  # each rank saves its own shards
         self.trackers = bool(getattr(acc, "log_with", None))  # the accelerator decides (ours or a given one)
         from accelerate.utils import set_seed
 
@@ -568,6 +612,15 @@ class Trainer:
         acc.wait_for_everyone()
         if self.engine:
             acc.save_state(str(tmp / "engine"))
+        elif self.sharded:
+            weights = {
+                k: local_shard(v).detach().cpu().contiguous()
+                for k, v in trainable_state(acc.unwrap_model(self.module)).items()
+            }
+            save_tensors(weights, tmp / f"trainable_rank{self.rank}.safetensors")
+            torch.save(
+                localized_optimizer_state(self.optimizer.state_dict()), tmp / f"optimizer_rank{self.rank}.pt"
+            )
         elif acc.is_main_process:
             weights = {
                 k: v.detach().cpu().contiguous()
@@ -575,15 +628,17 @@ class Trainer:
             }
             save_tensors(weights, tmp / "trainable.safetensors")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        if self.ema is not None and (self.sharded or acc.is_main_process):
+            ema = self.ema.state_dict()
+            shadow = ema.pop("shadow_params")
+            save_tensors(
+                {str(i): local_shard(t).detach().cpu().contiguous() for i, t in enumerate(shadow)},
+                tmp / f"ema{self._shard_suffix()}.safetensors",
+            )
+            if acc.is_main_process:
+                (tmp / "ema.json").write_text(json.dumps(ema))
         if acc.is_main_process:
             torch.save(self.lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-            if self.ema is not None:
-                ema = self.ema.state_dict()
-                save_tensors(
-                    {str(i): t.detach().cpu().contiguous() for i, t in enumerate(ema.pop("shadow_params"))},
-                    tmp / "ema.safetensors",
-                )
-                (tmp / "ema.json").write_text(json.dumps(ema))
         meta, tensors = rng_state()
         save_tensors(tensors, tmp / f"rng_rank{self.rank}.safetensors")
         rank_state = {
@@ -644,8 +699,9 @@ class Trainer:
         if self.engine:
             acc.load_state(str(path / "engine"))
         else:
-            weights = load_file(str(path / "trainable.safetensors"))
-            params = trainable_state(acc.unwrap_model(self.module))
+            suffix = self._shard_suffix()
+            weights = load_file(str(path / f"trainable{suffix}.safetensors"))
+            params = {n: local_shard(p) for n, p in trainable_state(acc.unwrap_model(self.module)).items()}
             problems = trainable_mismatch(weights, params)
             if problems:  # a changed rank or target list, allowed by --allow-changed-settings
                 raise TrainingError(
@@ -654,16 +710,23 @@ class Trainer:
             with torch.no_grad():
                 for name, p in params.items():
                     p.copy_(weights[name])
-            self.optimizer.load_state_dict(
-                torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            optimizer_state = torch.load(
+                path / f"optimizer{suffix}.pt", map_location="cpu", weights_only=True
             )
+            if self.sharded:
+                order = [p for group in self.optimizer.param_groups for p in group["params"]]
+                optimizer_state = distributed_optimizer_state(optimizer_state, order)
+            self.optimizer.load_state_dict(optimizer_state)
         self.lr_scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
         if changed:  # the loaded states carry the checkpoint's hyperparameters: put this run's back
             self._apply_hyperparameters()
         if self.ema is not None:
             ema = json.loads((path / "ema.json").read_text())
-            shadow = load_file(str(path / "ema.safetensors"))
+            shadow = load_file(str(path / f"ema{self._shard_suffix()}.safetensors"))
             ema["shadow_params"] = [shadow[str(i)] for i in range(len(shadow))]
+            if self.sharded:  # each shard back into a DTensor laid out like its parameter
+                like = [p for p in self.module.parameters() if p.requires_grad]
+                ema["shadow_params"] = distributed_tensors(ema["shadow_params"], like)
             self.ema.load_state_dict(ema)
             self.ema.to(acc.device)
         state = json.loads((path / f"state_rank{self.rank}.json").read_text())
@@ -679,6 +742,10 @@ class Trainer:
             kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= self.step]
             self.log_path.write_text("".join(ln + "\n" for ln in kept))
         logger.info("resumed from %s at step %d", path, self.step)
+
+    def _shard_suffix(self) -> str:
+        """``_rank{r}`` for the files each FSDP rank writes of its own shards; empty otherwise."""
+        return f"_rank{self.rank}" if self.sharded else ""
 
     def _apply_hyperparameters(self) -> None:
         """Set this run's learning rate, schedule and AdamW settings on the optimizer and LR scheduler.
