@@ -40,7 +40,7 @@ from sparkle_video.training.loop import (
     launch_problems,
     lr_lambda,
 )
-from sparkle_video.training.step import NO_GRADIENT_ON_VIDEO, optimized
+from sparkle_video.training.step import NO_GRADIENT_ON_VIDEO, optimized, reference_recipe_note
 
 UPSTREAM_STAGE2 = ("dit.", "mllm.image_queries.q", "mllm.video_queries.q", "mllm.connetor.", "vae_condition.")
 LORA = "mllm.model.model.language_model."
@@ -68,6 +68,17 @@ def test_default_trainable_set_is_upstreams_stage2() -> None:
     assert extra == {"mllm.ref_queries", "mllm.ref_connector", "ref_vae_condition.patch_embedding"} or (
         {k.split(".")[0] for k in with_ref - set(keys)} == {"mllm", "ref_vae_condition"}
     )
+
+
+def test_reference_training_names_upstreams_query_count() -> None:
+    pipe = tiny_pipeline(0)  # 8 reference queries
+    assert reference_recipe_note(pipe, train_reference=False) is None
+    note = reference_recipe_note(pipe, train_reference=True)
+    assert note is not None and "with 8 reference queries" in note and "uses 768" in note
+    pipe.mllm_encoder.ref_queries = torch.nn.Parameter(
+        torch.zeros(768, pipe.mllm_encoder.ref_queries.shape[1])
+    )
+    assert reference_recipe_note(pipe, train_reference=True) is None
 
 
 def test_full_size_trainable_keys_are_upstreams_1121() -> None:

@@ -41,6 +41,7 @@ from .step import (
     SparkleTrainingModule,
     configure_trainable,
     optimized,
+    reference_recipe_note,
     trainable_modules,
 )
 
@@ -525,6 +526,9 @@ class Trainer:
         self.trainable_names = configure_trainable(
             pipe, config.lora_rank, config.lora_alpha, config.lora_targets, config.train_reference
         )
+        note = reference_recipe_note(pipe, config.train_reference)
+        if note:
+            logger.warning("%s", note)
         if config.gradient_checkpointing:
             pipe.transformer.enable_gradient_checkpointing()
         if config.encoder_gradient_checkpointing:

@@ -60,8 +60,21 @@ NO_GRADIENT_ON_VIDEO = (
     "ref_embedder.",
 )
 
-#: Upstream Kiwi-Edit's reference-query count (``train.py``); ``train_reference`` expects it.
+#: Upstream Kiwi-Edit's reference-query count (``train.py``) when its reference parts are trained.
 UPSTREAM_REF_QUERIES = 768
+
+
+def reference_recipe_note(pipe: Any, train_reference: bool) -> str | None:
+    """Why a ``train_reference`` run differs from upstream's reference stage (None: it does not, or the
+    reference parts are not trained): upstream sizes the reference queries at 768, the released
+    checkpoints and our configs at 512, and the count is fixed by the loaded weights."""
+    count = int(pipe.mllm_encoder.ref_queries.shape[0])
+    if not train_reference or count == UPSTREAM_REF_QUERIES:
+        return None
+    return (
+        f"training the reference parts with {count} reference queries; upstream's train.py uses "
+        f"{UPSTREAM_REF_QUERIES} (build the encoder with num_ref_queries={UPSTREAM_REF_QUERIES} for that)"
+    )
 
 
 def configure_trainable(
