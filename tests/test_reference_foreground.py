@@ -1,6 +1,6 @@
 """The reference path on a subject whose head and torso stay still while its arms swing: grounding,
-BAIT tracking and the erase cover the whole subject, and the scorer fails an erase that leaves part
-of it behind."""
+BAIT tracking and the erase cover the whole subject, the scorer fails an erase that leaves part of it
+behind and a final frame that lost part of it, and the image editor finds a subject off the centre."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from sparkle_video.generation.backends.reference import (
     ReferenceScorer,
     ReferenceSegmenter,
     ReferenceVLM,
+    grabcut_rect,
+    kept_fraction,
     leftover_foreground,
+    lost_subject,
     source_edge_region,
 )
 from sparkle_video.generation.edges import control_video
-from sparkle_video.generation.stages import erase_mask, track_foreground
+from sparkle_video.generation.stages import erase_mask, generate_edited_video, track_foreground
 
 H, W, T = 144, 256, 24
 HEAD = (W // 2, 40, 14, 17)  # centre x, centre y, half axes
@@ -32,12 +35,17 @@ def head_mask() -> np.ndarray:
     return m.astype(bool)
 
 
-def still_head_clip(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(video, subject masks)``: a still head and torso, two arms swinging, on a textured gradient."""
+def textured_scene(seed: int = 0) -> np.ndarray:
+    """The clips' scene: a colour gradient with a soft random texture, float ``(H, W, 3)``."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     bg = np.stack([70 + 60 * xx / W, 120 + 40 * yy / H, np.full((H, W), 90.0)], -1)
-    bg += cv2.resize(rng.random((H // 8, W // 8)).astype(np.float32), (W, H))[..., None] * 30
+    return bg + cv2.resize(rng.random((H // 8, W // 8)).astype(np.float32), (W, H))[..., None] * 30
+
+
+def still_head_clip(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(video, subject masks)``: a still head and torso, two arms swinging, on a textured gradient."""
+    bg = textured_scene(seed)
     cx = W // 2
     video, masks = np.empty((T, H, W, 3), np.uint8), np.zeros((T, H, W), bool)
     for t in range(T):
@@ -158,3 +166,84 @@ def test_final_generator_follows_the_control_and_keeps_edited_frame0(clip) -> No
         ControlInputs("x", edited0, empty, video, masks, background, {"canny": (100, 200)})
     )
     assert np.abs(blank[5].astype(int) - (30, 160, 60)).max() <= 1
+
+
+def new_scene(seed: int = 1) -> np.ndarray:
+    """A textured scene unlike the clip's, for final frames made by hand."""
+    rng = np.random.default_rng(seed)
+    yy = np.mgrid[0:H, 0:W][0].astype(np.float32)
+    bg = np.stack([np.full((H, W), 200.0), 80 + 60 * yy / H, np.full((H, W), 40.0)], -1)
+    bg += cv2.resize(rng.random((H // 8, W // 8)).astype(np.float32), (W, H))[..., None] * 40
+    return np.clip(bg, 0, 255).astype(np.uint8)
+
+
+def test_final_scorer_fails_a_frame_that_lost_the_head(clip) -> None:
+    """Told the subject's mask, the reference scorer fails a final frame whose subject lost a part next
+    to what it kept (a mask that missed the head puts the new scene where the head was); told nothing,
+    its centre rule cannot see it."""
+    video, masks = clip
+    scene, prompt = new_scene(), "Replace the background with a sunny desert"
+    whole = np.where(masks[5][..., None], video[5], scene)
+    headless_mask = masks[5] & ~head_mask()
+    headless = np.where(headless_mask[..., None], video[5], scene)
+    scorer = ReferenceScorer()
+    good = scorer.score_replacement(video[5], whole, prompt, masks[5])
+    assert good.overall >= 8.0, good
+    assert "0.00 of the subject lost" in good.SC_reasoning
+    bad = scorer.score_replacement(video[5], headless, prompt, headless_mask)
+    assert bad.overall < 8.0 and bad.prompt_following < 5, bad
+    assert lost_subject(video[5], headless, headless_mask) > 0.1
+    assert scorer.score(video[5], headless, prompt).overall >= 8.0  # why the mask is needed
+
+
+def test_final_stage_gives_a_subject_aware_scorer_each_frames_mask(clip) -> None:
+    video, masks = clip
+    marked = masks.copy()
+    marked[:, 0, :] = False
+    for i in range(T):
+        marked[i, 0, i] = True  # frame i's mask carries a mark in column i of its top row
+    seen: list[list[int]] = []
+
+    class Recording(ReferenceScorer):
+        def score_replacement(self, source, edited, prompt, subject):
+            seen.append(np.flatnonzero(subject[0]).tolist())
+            return super().score_replacement(source, edited, prompt, subject)
+
+    background = np.repeat(new_scene()[None], T, axis=0)
+    result = generate_edited_video(
+        video,
+        marked,
+        background,
+        video[0],
+        "Replace the background",
+        ReferenceControlVideo(),
+        Recording(),
+        frame_indices=(1, 5, 9, 13),
+    )
+    assert seen == [[1], [5], [9], [13]]
+    assert result.frame_indices == [1, 5, 9, 13]
+
+
+def off_centre_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One frame with a person (head and body) standing in the left fifth, and its mask."""
+    frame = np.clip(textured_scene(seed), 0, 255).astype(np.uint8)
+    subject = np.zeros((H, W), np.uint8)
+    cv2.rectangle(subject, (32, 62), (72, H - 1), 1, -1)
+    head = np.zeros((H, W), np.uint8)
+    cv2.ellipse(head, (52, 42), (13, 16), 0, 0, 360, 1, -1)
+    frame[subject.astype(bool)] = SHIRT
+    frame[head.astype(bool)] = SKIN
+    return frame, (subject | head).astype(bool)
+
+
+def test_image_editor_finds_an_off_centre_subject() -> None:
+    frame, subject = off_centre_frame()
+    centred = grabcut_rect(frame, (W // 6, H // 20, W - W // 6, H))
+    assert centred[subject].mean() < 0.8  # a centred box cuts a subject standing at the side
+    editor = ReferenceImageEditor()
+    mask = editor.subject_mask(frame)
+    assert mask[subject].mean() >= 0.95 and iou(mask, subject) >= 0.7
+    edited = editor.edit(frame, "Replace the background with a sunny beach")
+    core = cv2.erode(subject.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    assert kept_fraction(frame, edited, core) >= 0.95
+    assert np.abs(edited.astype(int) - frame.astype(int)).max(-1)[~subject].mean() > 20

@@ -176,6 +176,20 @@ class MaskAwareScorer(Protocol):
     ) -> EditScore: ...
 
 
+@runtime_checkable
+class SubjectAwareScorer(Protocol):
+    """Optional extra of a scorer backend: scoring a background replacement knowing where the subject is.
+
+    Stage 5 calls ``score_replacement(source_frame, edited_frame, prompt, mask_frame)`` when the scorer
+    has it and ``score(...)`` otherwise; EditScore judges the pictures alone (as upstream), the reference
+    scorer uses the BAIT mask to check that the subject kept its structure and lost nothing beside it.
+    """
+
+    def score_replacement(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, subject: np.ndarray
+    ) -> EditScore: ...
+
+
 #: Role name -> protocol; config files and the registry use these names.
 ROLES: dict[str, type] = {
     "vlm": VisionLanguageModel,

@@ -7,8 +7,8 @@ runs end to end offline, in CI and on a laptop:
   taxonomy's templates; grounding of the whole subject: where pixels depart from the fixed camera's
   temporal median places it, GrabCut on the frame (seeded by the moving pixels, with the background they
   uncover as sure background) adds its still parts; the camera check reuses stage 1's statistics.
-* Image editor: a procedural themed background behind a GrabCut estimate of the subject (edit), and
-  OpenCV inpainting (erase).
+* Image editor: a procedural themed background behind a GrabCut estimate of the subject (in the box of
+  what stands out from the frame's borders, wherever it is), and OpenCV inpainting (erase).
 * Image-to-video: procedural motion (drift, sway, ripple, fog, flicker, weather particles).
 * Segmenter: GrabCut in the box on the anchor frame (seeded the same way), propagated both ways with
   dense optical flow, growing into pixels that start to move and dropping the ones a moving part left.
@@ -382,10 +382,12 @@ class ReferenceVLM(_FromConfig):
         ]
 
     def ground(self, frame: np.ndarray) -> list[GroundedObject]:
-        """One frame only (no motion to read): GrabCut from a centred box, the usual subject position."""
+        """One frame only (no motion to read): GrabCut in the box of what stands out from the frame's
+        borders (:func:`salient_box`), or in a centred box, the usual subject position."""
         small = scale_to_width(frame, self.work_width)
         h, w = small.shape[:2]
-        fg = grabcut_rect(small, (w // 5, h // 20, w - w // 5, h - 1))
+        box = salient_box(small)
+        fg = grabcut_rect(small, box if box is not None else (w // 5, h // 20, w - w // 5, h - 1))
         boxes = object_boxes(fg, max_objects=1)
         return [
             GroundedObject(label, pixels_to_qwen_box(b, w, h))
@@ -398,26 +400,86 @@ class ReferenceVLM(_FromConfig):
         small = np.stack([scale_to_width(np.asarray(f), self.work_width) for f in frames])
         moving = self._foreground(small, background_model(small))
         active = np.any(np.stack(moving), axis=0)
-        out = []
-        for image, fg in zip(small, moving, strict=True):
-            h, w = fg.shape
-            # placed by the motion over all the frames asked about, so every frame's box covers the same
-            # subject (a frame where only a hand moves would otherwise get the hand's box)
-            boxes = [
+        h, w = active.shape
+        # placed by the motion over all the frames asked about, so every frame's box covers the same
+        # subject (a frame where only a hand moves would otherwise get the hand's box)
+        found = [
+            [
                 grow_box(b, w, h, margin=0.06)
                 for b in subject_boxes(image, fg, active, len(labels), place=active)
             ]
-            out.append(
-                [
-                    GroundedObject(label, pixels_to_qwen_box(boxes[i], w, h) if i < len(boxes) else ())
-                    for i, label in enumerate(labels)
-                ]
-            )
+            for image, fg in zip(small, moving, strict=True)
+        ]
+        # the camera is fixed, so a subject stays about where it is: each box is joined with the median
+        # box of that subject over the frames, so one frame where GrabCut keeps only a hand (a still
+        # subject seeds little) does not lose the rest, and one stray frame does not widen the others
+        consensus = []
+        for i in range(len(labels)):
+            seen = np.array([boxes[i] for boxes in found if i < len(boxes)], float)
+            consensus.append(tuple(int(v) for v in np.median(seen, axis=0)) if len(seen) else None)
+        out = []
+        for boxes in found:
+            row = []
+            for i, label in enumerate(labels):
+                if i < len(boxes):
+                    box, mid = boxes[i], consensus[i]
+                    box = (min(box[0], mid[0]), min(box[1], mid[1]), max(box[2], mid[2]), max(box[3], mid[3]))
+                    row.append(GroundedObject(label, pixels_to_qwen_box(box, w, h)))
+                else:
+                    row.append(GroundedObject(label, ()))
+            out.append(row)
         return out
 
     def judge_static_camera(self, frames: Sequence[np.ndarray]) -> CameraJudgement:
         report = check_camera(np.stack([np.asarray(f) for f in frames]), CameraThresholds(pair_gap=1))
         return CameraJudgement(report.static, report.reason)
+
+
+def salient_box(image: np.ndarray, width: int = 96) -> tuple[int, int, int, int] | None:
+    """Pixel box (at ``image``'s size) of the largest region of one frame whose colours the frame's
+    left, right and top borders do not have, grown by a fifth of its size; ``None`` when nothing stands
+    out (under 2% of the frame).
+
+    With one picture and no motion, what differs from the surroundings is the usual subject: the
+    borders show the scene (the bottom is left out, a subject is often cut by it). A subject off the
+    centre is found where a centred box would cut it in half.
+    """
+    h, w = image.shape[:2]
+    small = scale_to_width(image, width)
+    sh, sw = small.shape[:2]
+    lab = cv2.cvtColor(cv2.GaussianBlur(small, (3, 3), 0), cv2.COLOR_RGB2LAB).astype(np.float32)
+    b = max(2, sw // 12)
+    border = np.concatenate([lab[:, :b].reshape(-1, 3), lab[:, -b:].reshape(-1, 3), lab[:b].reshape(-1, 3)])
+    distance = _nearest(lab.reshape(-1, 3), _centroids(border, 8)).reshape(sh, sw)
+    standout = clean_mask(distance > max(18.0, float(np.percentile(distance, 70))), 1, 2)
+    boxes = object_boxes(standout, min_area=0.02, max_objects=3)
+
+    def likely(box: tuple[int, int, int, int]) -> float:
+        # large, standing on the bottom edge and near the middle: a person, not a picture on the wall
+        x1, y1, x2, y2 = box
+        grounded = 1.5 if y2 >= 0.95 * sh else 1.0
+        central = 1.0 - 0.5 * abs((x1 + x2) / 2 - sw / 2) / (sw / 2)
+        return float(standout[y1:y2, x1:x2].sum()) * grounded * central
+
+    boxes = sorted(boxes, key=likely, reverse=True)
+    if not boxes or (boxes[0][2] - boxes[0][0]) * (boxes[0][3] - boxes[0][1]) > 0.8 * sh * sw:
+        return None
+    x1, y1, x2, y2 = grow_box(boxes[0], sw, sh, margin=0.2)
+    sx, sy = w / sw, h / sh
+    return (int(x1 * sx), int(y1 * sy), min(w, round(x2 * sx)), min(h, round(y2 * sy)))
+
+
+def outline_strength(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean gradient magnitude of ``image`` along ``mask``'s outline (the frame's edges left out): a
+    subject's outline lies on edges, a cut that spilled into a smooth scene has one in flat areas."""
+    m = mask.astype(np.uint8)
+    outline = (m - cv2.erode(m, np.ones((3, 3), np.uint8))).astype(bool)
+    outline[:2], outline[-2:], outline[:, :2], outline[:, -2:] = False, False, False, False
+    if not outline.any():
+        return 0.0
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    magnitude = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    return float(magnitude[outline].mean())
 
 
 def grabcut_rect(image: np.ndarray, rect: tuple[int, int, int, int], iterations: int = 3) -> np.ndarray:
@@ -451,9 +513,13 @@ def grabcut_seeded(
     iterations: int = 3,
 ) -> np.ndarray:
     """GrabCut inside ``box`` (probably foreground, as a box drawn around a subject) with ``seeds``
-    (pixels that move) fixed as foreground and ``revealed`` (background the subject uncovers) fixed as
-    background; outside the box is background. A still part of the subject inside the box stays
-    foreground when its colours differ from the scene around it."""
+    (pixels that move) fixed as foreground and ``revealed`` (pixels that move at other times but match
+    the clip's median now) as *probably* background; outside the box is background. A still part of
+    the subject inside the box stays foreground when its colours differ from the scene around it.
+
+    ``revealed`` is only a hint: where a subject stands most of the time (a person swaying in place),
+    the median is the subject itself, so matching it says nothing; fixing those pixels as background
+    made GrabCut drop a still, swaying subject whole on real clips."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = box
     if not seeds[y1:y2, x1:x2].any():
@@ -466,7 +532,7 @@ def grabcut_seeded(
     mask[core] = cv2.GC_FGD
     if revealed is not None:
         near = cv2.dilate(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        mask[revealed & inside & ~near] = cv2.GC_BGD
+        mask[revealed & inside & ~near & (mask != cv2.GC_FGD)] = cv2.GC_PR_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     try:
@@ -476,6 +542,35 @@ def grabcut_seeded(
     out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     out = drop_specks(out, seeds & inside)
     return out if out.any() else seeds & inside
+
+
+def refine_mask(image: np.ndarray, prior: np.ndarray, core_px: int = 2, iterations: int = 2) -> np.ndarray:
+    """``prior`` (a mask carried over from a neighbouring frame) fitted to this frame's colours: GrabCut
+    with the prior's core fixed as foreground, the prior and a band around it free, and everything
+    beyond the band background. Carrying a mask by flow alone loses a few pixels at every frame and
+    fragments it over a clip; re-fitting each frame to the subject's own colours holds it whole."""
+    h, w = prior.shape
+    if prior.sum() < 16:
+        return prior
+    ys, xs = np.nonzero(prior)
+    band = max(3, round(0.15 * max(xs.max() - xs.min(), ys.max() - ys.min())))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+    near = cv2.dilate(prior.astype(np.uint8), kernel).astype(bool)
+    core = cv2.erode(prior.astype(np.uint8), np.ones((2 * core_px + 1,) * 2, np.uint8)).astype(bool)
+    if near.all() or not core.any():
+        return prior
+    mask = np.full((h, w), cv2.GC_BGD, np.uint8)
+    mask[near] = cv2.GC_PR_BGD
+    mask[prior] = cv2.GC_PR_FGD
+    mask[core] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return prior
+    out = clean_mask((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1, 3)
+    return drop_specks(out, core)
 
 
 def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -509,18 +604,29 @@ def composite(foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray)
 
 @dataclass
 class ReferenceImageEditor(_FromConfig):
-    """Edit: the subject (GrabCut from a centred box) over a painted themed background. Erase: inpainting."""
+    """Edit: the subject (GrabCut where the frame departs from its borders) over a painted themed
+    background. Erase: inpainting."""
 
     work_width: int = 320
     harmonise_strength: float = 0.25
     inpaint_radius: int = 5
 
     def subject_mask(self, image: np.ndarray) -> np.ndarray:
+        """GrabCut in a centred box (the usual subject position), in the box of what stands out from
+        the frame's borders (:func:`salient_box`) and in both together; the cut whose outline follows
+        the picture's edges best (:func:`outline_strength`) is the subject, so one off the centre is
+        found, and a loose box that spills into the scene loses to a tight one."""
         h, w = image.shape[:2]
         small = scale_to_width(image, self.work_width)
         sh, sw = small.shape[:2]
-        fg = grabcut_rect(small, (sw // 6, sh // 20, sw - sw // 6, sh))
-        fg = clean_mask(fg, 1, 3)
+        centred = (sw // 6, sh // 20, sw - sw // 6, sh)
+        boxes = [centred]
+        found = salient_box(small)
+        if found is not None:
+            both = (min(found[0], centred[0]), min(found[1], centred[1]), max(found[2], centred[2]), sh)
+            boxes += [found, both]
+        cuts = [clean_mask(grabcut_rect(small, box), 1, 3) for box in dict.fromkeys(boxes)]
+        fg = max(cuts, key=lambda cut: outline_strength(small, cut))
         return cv2.resize(fg.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
     def edit(self, image: np.ndarray, prompt: str, *, seed: int = 0) -> np.ndarray:
@@ -590,6 +696,7 @@ class ReferenceSegmenter(_FromConfig):
     work_width: int = 256
     high: int = 30
     low: int = 12
+    refine: bool = True
 
     def __post_init__(self) -> None:
         self._cache = _ClipCache()
@@ -624,6 +731,8 @@ class ReferenceSegmenter(_FromConfig):
         # where the subject moves at times but this frame matches the empty scene, it has moved away
         uncovered = clip["active"] & (clip["diff"][dst] < self.low) & ~still
         grown = clean_mask((warped & ~uncovered) | (near & (clip["diff"][dst] > self.high)), 1, 3)
+        if self.refine:
+            grown = refine_mask(clip["small"][dst], grown) | (still & grown)
         return grown, still & grown
 
     def segment(self, frames: np.ndarray, anchor: int, boxes: Sequence[Box]) -> np.ndarray:
@@ -750,13 +859,47 @@ def _nearest(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.sqrt(((pixels[:, None, :] - centres[None, :, :]) ** 2).sum(-1)).min(axis=1)
 
 
+def _grown(region: np.ndarray, px: int) -> np.ndarray:
+    return cv2.dilate(region.astype(np.uint8), np.ones((2 * px + 1,) * 2, np.uint8)).astype(bool)
+
+
+def subject_next_to(
+    source_lab: np.ndarray, region: np.ndarray, subject: np.ndarray, candidates: np.ndarray | None = None
+) -> np.ndarray:
+    """Pixels just outside ``region``, touching it, whose colour in ``source_lab`` is much nearer the
+    subject's than the scene's (and that are in ``candidates``, when given): the subject continues there.
+
+    ``subject`` are the subject's colours (``(N, 3)`` Lab samples); the scene is the source further out
+    (a ring two to three times the reach away), so colours the scene has too are not the subject's.
+    """
+    r = max(3, int(0.5 * np.sqrt(region.sum())))
+    near = _grown(region, r) & ~region
+    far = _grown(region, 3 * r) & ~_grown(region, 2 * r)
+    out = np.zeros(region.shape, bool)
+    scene = source_lab[far] if far.any() else source_lab[~_grown(region, r)]
+    if not near.any() or len(scene) == 0:  # the region and its surroundings fill the picture
+        return out
+    bg = _centroids(scene)
+    subject = subject[_nearest(subject, bg) > 15]
+    if len(subject) < 20:
+        return out
+    fg = _centroids(subject)
+    if candidates is not None:
+        near &= candidates
+    out[near] = _nearest(source_lab[near], fg) * 1.5 < _nearest(source_lab[near], bg)
+    _, labels = cv2.connectedComponents(out.astype(np.uint8), connectivity=8)
+    touching = np.unique(labels[out & _grown(region, 2)])
+    return np.isin(labels, touching[touching > 0])
+
+
 def leftover_foreground(source: np.ndarray, erased: np.ndarray, hole: np.ndarray | None = None) -> float:
     """How much subject an erase left next to its hole, relative to what it removed (0 = none).
 
     The colours the erase removed (``source`` inside ``hole`` where ``erased`` differs) describe the
-    subject; the scene further out describes the background. Pixels just outside
-    the hole, touching it, that are much closer to the subject's colours are subject left behind: a still
-    head above erased hands. Without ``hole``, the region the erase changed stands for it.
+    subject; the scene further out describes the background (the scene, not the fill: an inpainter
+    smears a left-over head's colours into the hole). Pixels just outside the hole, touching it, that
+    are much closer to the subject's colours are subject left behind: a still head above erased hands.
+    Without ``hole``, the region the erase changed stands for it.
     """
     src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
     er = cv2.cvtColor(erased, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -767,33 +910,25 @@ def leftover_foreground(source: np.ndarray, erased: np.ndarray, hole: np.ndarray
     removed = hole & (change > 12)
     if removed.sum() < 20:
         return 0.0
-    r = max(3, int(0.5 * np.sqrt(hole.sum())))
-
-    def grown(px: int) -> np.ndarray:
-        return cv2.dilate(hole.astype(np.uint8), np.ones((2 * px + 1,) * 2, np.uint8)).astype(bool)
-
-    near = grown(r) & ~hole
-    far = grown(3 * r) & ~grown(2 * r)
-    if not near.any():
-        return 0.0
-    # the scene further out, not the fill: an inpainter smears a left-over head's colours into the hole
-    scene = src[far] if far.any() else src[~grown(r)]
-    if len(scene) == 0:  # the hole and its surroundings fill the picture: nothing to compare with
-        return 0.0
-    bg = _centroids(scene)
-    # what was removed, less the colours the scene around has too (background inside the hole)
-    subject = src[removed]
-    subject = subject[_nearest(subject, bg) > 15]
-    if len(subject) < 20:
-        return 0.0
-    fg = _centroids(subject)
-    pixels = src[near]
-    left = np.zeros(hole.shape, bool)
-    left[near] = _nearest(pixels, fg) * 1.5 < _nearest(pixels, bg)
-    _, labels = cv2.connectedComponents(left.astype(np.uint8), connectivity=8)
-    touching = np.unique(labels[left & grown(2)])
-    left = np.isin(labels, touching[touching > 0])
+    left = subject_next_to(src, hole, src[removed])
     return float(left.sum()) / float(removed.sum())
+
+
+def lost_subject(source: np.ndarray, edited: np.ndarray, subject: np.ndarray) -> float:
+    """How much of the subject a background replacement replaced next to the part it kept, relative to
+    the ``subject`` mask (0 = none): the mirror of :func:`leftover_foreground`.
+
+    Pixels next to the mask that look like the subject in the source (its colours, not the scene's)
+    and that the edit changed are subject the edit lost: half a face, a shoulder the mask missed.
+    """
+    subject = np.asarray(subject, bool)
+    if subject.sum() < 20:
+        return 0.0
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    edt = cv2.cvtColor(edited, cv2.COLOR_RGB2LAB).astype(np.float32)
+    changed = np.sqrt(((src - edt) ** 2).sum(-1)) > 12
+    lost = subject_next_to(src, subject, src[subject], changed)
+    return float(lost.sum()) / float(subject.sum())
 
 
 @dataclass
@@ -803,12 +938,15 @@ class ReferenceScorer(_FromConfig):
     It answers EditScore's two questions with image statistics, each with two scores, and reduces them
     as EditScore does (:func:`~sparkle_video.generation.backends.editscore.editscore_from_scores`):
 
-    * SC, editing success: for a replacement, how much the surroundings changed; for a removal
-      ("Remove ..."), that something went (at least 2% of the picture changed) and no subject is left
-      next to it (:func:`leftover_foreground`: a removal that leaves a still head or torso fails).
-    * SC, over-editing: the share of pixels whose local structure (SSIM) survived: at least 40% of the
-      centre for a replacement (the subject usually stands there); for a removal, 90% of what lies
-      outside the hole (60% of the whole picture when the hole is not known).
+    * SC, editing success: for a replacement, how much the surroundings changed and, when told where the
+      subject is (:meth:`score_replacement`), that none of it was replaced next to the part kept
+      (:func:`lost_subject`: a final frame that lost half a face fails); for a removal ("Remove ..."),
+      that something went (at least 2% of the picture changed) and no subject is left next to it
+      (:func:`leftover_foreground`: a removal that leaves a still head or torso fails).
+    * SC, over-editing: the share of pixels whose local structure (SSIM) survived: for a replacement,
+      80% of the subject when it is known, else 40% of the centre (the subject usually stands there);
+      for a removal, 90% of what lies outside the hole (60% of the whole picture when the hole is not
+      known).
     * PQ, naturalness: detail (gradient energy: a flat or blurred picture scores low, measured against
       the source's own when that is plainer).
     * PQ, artefacts: no large clipped (blown-out or crushed) areas.
@@ -818,44 +956,70 @@ class ReferenceScorer(_FromConfig):
 
     work_width: int = 256
     max_leftover: float = 0.1
+    max_lost: float = 0.1
 
     def score(self, source: np.ndarray, edited: np.ndarray, prompt: str) -> EditScore:
-        return self.score_erase(source, edited, prompt, None)
+        return self._score(source, edited, prompt, None)
 
     def score_erase(
         self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray | None
     ) -> EditScore:
         """:meth:`score`, told where the erase's hole was (``mask``, ``(H, W)`` bool at ``source``'s size)."""
+        return self._score(source, edited, prompt, mask)
+
+    def score_replacement(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, subject: np.ndarray | None
+    ) -> EditScore:
+        """:meth:`score` of a background replacement, told where the subject is in ``source``
+        (``(H, W)`` bool at its size): the subject must keep its structure and lose nothing next to it."""
+        return self._score(source, edited, prompt, subject)
+
+    def _penalty(self, share: float, allowance: float) -> float:
+        """1 up to half the ``allowance``, falling to 0 at twice it."""
+        return 1.0 - min(1.0, max(0.0, share - allowance / 2) / (allowance * 1.5))
+
+    def _score(
+        self, source: np.ndarray, edited: np.ndarray, prompt: str, mask: np.ndarray | None
+    ) -> EditScore:
         src = scale_to_width(np.asarray(source), self.work_width)
         edt = np.asarray(edited)
         if edt.shape[:2] != src.shape[:2]:
             edt = cv2.resize(edt, (src.shape[1], src.shape[0]), interpolation=cv2.INTER_AREA)
         h, w = src.shape[:2]
-        centre = np.zeros((h, w), np.uint8)
-        cv2.ellipse(centre, (w // 2, h // 2), (max(1, w // 5), max(1, int(h * 0.42))), 0, 0, 360, 1, -1)
-        centre = centre.astype(bool)
+        region = None
+        if mask is not None:
+            region = cv2.resize(np.asarray(mask, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            region = region if region.any() else None
+        grow = max(3, w // 50) | 1
         removal = prompt.strip().lower().startswith(("remove", "erase"))
         diff = np.abs(src.astype(np.float32) - edt.astype(np.float32)).mean(axis=-1)
         note = ""
         if removal:
-            hole = None
-            if mask is not None:
-                hole = cv2.resize(np.asarray(mask, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-            leftover = leftover_foreground(src, edt, hole)
+            leftover = leftover_foreground(src, edt, region)
             gone = min(1.0, float((diff > 20).mean()) / 0.02)
             # a subject left next to the erased region sinks the score: 2x the allowance scores 0
-            complete = 1.0 - min(1.0, max(0.0, leftover - self.max_leftover / 2) / (self.max_leftover * 1.5))
-            success = 10 * gone * complete
-            if hole is not None and hole.any():  # outside the hole nothing should change at all
-                grow = max(3, w // 50) | 1
-                outside = ~cv2.dilate(hole.astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
+            success = 10 * gone * self._penalty(leftover, self.max_leftover)
+            if region is not None:  # outside the hole nothing should change at all
+                outside = ~cv2.dilate(region.astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
                 kept = kept_fraction(src, edt, outside) if outside.any() else 1.0
                 over_edit = 10 * min(1.0, kept / 0.9)
             else:
                 kept = kept_fraction(src, edt, np.ones((h, w), bool))
                 over_edit = 10 * min(1.0, kept / 0.6)
             note = f"; {leftover:.2f} of the subject left after the removal"
+        elif region is not None:
+            around = ~cv2.dilate(region.astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
+            changed = float(diff[around].mean()) if around.any() else 0.0
+            lost = lost_subject(src, edt, region)
+            success = 10 * min(1.0, changed / 255 / 0.08) * self._penalty(lost, self.max_lost)
+            core = cv2.erode(region.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            kept = kept_fraction(src, edt, core if core.any() else region)
+            over_edit = 10 * min(1.0, kept / 0.8)
+            note = f"; {lost:.2f} of the subject lost next to it"
         else:
+            centre = np.zeros((h, w), np.uint8)
+            cv2.ellipse(centre, (w // 2, h // 2), (max(1, w // 5), max(1, int(h * 0.42))), 0, 0, 360, 1, -1)
+            centre = centre.astype(bool)
             success = 10 * min(1.0, float(diff[~centre].mean()) / 255 / 0.08)
             kept = kept_fraction(src, edt, centre)
             over_edit = 10 * min(1.0, kept / 0.4)

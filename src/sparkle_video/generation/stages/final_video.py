@@ -7,7 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.protocols import ControlInputs, ControlVideoGenerator, EditScore, EditScorer
+from ..backends.protocols import (
+    ControlInputs,
+    ControlVideoGenerator,
+    EditScore,
+    EditScorer,
+    SubjectAwareScorer,
+)
 from ..edges import control_video
 from .background import fit_video
 
@@ -64,7 +70,8 @@ def generate_edited_video(
     seed: int = 0,
 ) -> FinalResult:
     """Control video -> generated edit (fitted to the source's size and length, frame 0 = the edited
-    frame 0) -> mean ``O_score`` over non-first frames."""
+    frame 0) -> mean ``O_score`` over non-first frames (a scorer that takes the subject's mask, such as
+    the reference one, gets each scored frame's BAIT mask)."""
     t, h, w = source.shape[:3]
     if mask.shape != (t, h, w) or background.shape != source.shape:
         raise ValueError(
@@ -76,7 +83,10 @@ def generate_edited_video(
     )
     video = keep_first_frame(fit_video(generator.generate(inputs, seed=seed), t, h, w), edited_frame0)
     indices = score_frame_indices(t, frame_indices)
-    scores = [scorer.score(source[i], video[i], prompt) for i in indices]
+    if isinstance(scorer, SubjectAwareScorer):
+        scores = [scorer.score_replacement(source[i], video[i], prompt, mask[i]) for i in indices]
+    else:
+        scores = [scorer.score(source[i], video[i], prompt) for i in indices]
     mean = float(np.mean([s.overall for s in scores]))
     passed = mean >= threshold
     reason = "" if passed else f"edited video scored {mean:.2f} < {threshold} (mean over frames {indices})"
