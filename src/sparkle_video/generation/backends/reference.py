@@ -134,6 +134,18 @@ def subject_box(
     return (max(0, int(x1 - dx)), max(0, int(y1 - dy)), min(width, int(x2 + dx)), min(height, int(bottom)))
 
 
+def grabcut_labels(image: np.ndarray, labels: np.ndarray, iterations: int) -> np.ndarray | None:
+    """Foreground of GrabCut started from per-pixel ``labels`` (``cv2.GC_*``), seeded so every run gives
+    the same; ``None`` when OpenCV refuses (e.g. no sure or probable foreground to learn from)."""
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(image, labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return None
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+
+
 def whole_subject(
     image: np.ndarray,
     moving: np.ndarray,
@@ -163,14 +175,10 @@ def whole_subject(
     if revealed is not None:
         near = cv2.dilate(moving.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         mask[revealed & inside & ~near] = cv2.GC_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
+    out = grabcut_labels(image, mask, iterations)
+    if out is None:
         return seeds
-    out = clean_mask((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1, 3)
-    return drop_specks(out, seeds)
+    return drop_specks(clean_mask(out, 1, 3), seeds)
 
 
 def drop_specks(mask: np.ndarray, seeds: np.ndarray, reach: int = 7) -> np.ndarray:
@@ -533,13 +541,9 @@ def grabcut_seeded(
     if revealed is not None:
         near = cv2.dilate(seeds.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         mask[revealed & inside & ~near & (mask != cv2.GC_FGD)] = cv2.GC_PR_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
+    out = grabcut_labels(image, mask, iterations)
+    if out is None:
         return seeds & inside
-    out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     out = drop_specks(out, seeds & inside)
     return out if out.any() else seeds & inside
 
@@ -563,14 +567,10 @@ def refine_mask(image: np.ndarray, prior: np.ndarray, core_px: int = 2, iteratio
     mask[near] = cv2.GC_PR_BGD
     mask[prior] = cv2.GC_PR_FGD
     mask[core] = cv2.GC_FGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(image, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
+    out = grabcut_labels(image, mask, iterations)
+    if out is None:
         return prior
-    out = clean_mask((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), 1, 3)
-    return drop_specks(out, core)
+    return drop_specks(clean_mask(out, 1, 3), core)
 
 
 def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
