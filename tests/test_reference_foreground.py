@@ -16,6 +16,7 @@ from sparkle_video.generation.backends.reference import (
     ReferenceSegmenter,
     ReferenceVLM,
     grabcut_rect,
+    join_with_median,
     kept_fraction,
     leftover_foreground,
     lost_subject,
@@ -247,3 +248,15 @@ def test_image_editor_finds_an_off_centre_subject() -> None:
     core = cv2.erode(subject.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     assert kept_fraction(frame, edited, core) >= 0.95
     assert np.abs(edited.astype(int) - frame.astype(int)).max(-1)[~subject].mean() > 20
+
+
+def test_round2_boxes_are_joined_with_the_subjects_median_box() -> None:
+    """One frame where GrabCut kept only a hand still gets the whole subject's box; one stray wide box
+    does not widen the others; a frame without the second subject keeps its empty slot."""
+    body, hand, wide = (40, 10, 120, 140), (100, 60, 115, 80), (0, 0, 250, 140)
+    found = [[body, (200, 20, 230, 60)], [hand], [body, (205, 25, 235, 65)], [wide], [(42, 12, 118, 138)]]
+    joined = join_with_median(found, 2)
+    assert joined[1] == [body, None]  # the hand frame: the median body box (40, 10, 120, 140)
+    assert joined[0][0] == body and joined[4][0] == body
+    assert joined[3][0] == wide  # its own box is wider than the median: kept, not shrunk
+    assert joined[0][1] == (200, 20, 232, 62) and joined[2][1] == (202, 22, 235, 65)

@@ -7,8 +7,9 @@ runs end to end offline, in CI and on a laptop:
   taxonomy's templates; grounding of the whole subject: where pixels depart from the fixed camera's
   temporal median places it, GrabCut on the frame (seeded by the moving pixels, with the background they
   uncover as sure background) adds its still parts; the camera check reuses stage 1's statistics.
-* Image editor: a procedural themed background behind a GrabCut estimate of the subject (in the box of
-  what stands out from the frame's borders, wherever it is), and OpenCV inpainting (erase).
+* Image editor: a procedural themed background behind a GrabCut estimate of the subject (the cut whose
+  outline follows the picture's edges best, so a subject off the centre is found), and OpenCV
+  inpainting (erase).
 * Image-to-video: procedural motion (drift, sway, ripple, fog, flicker, weather particles).
 * Segmenter: GrabCut in the box on the anchor frame (seeded the same way), propagated both ways with
   dense optical flow, growing into pixels that start to move and dropping the ones a moving part left.
@@ -194,6 +195,33 @@ def drop_specks(mask: np.ndarray, seeds: np.ndarray, reach: int = 7) -> np.ndarr
     return np.isin(labels, hit[hit > 0])
 
 
+def union_box(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int, int]:
+    """The smallest pixel box ``(x1, y1, x2, y2)`` holding both ``a`` and ``b``."""
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def join_with_median(
+    found: Sequence[Sequence[tuple[int, int, int, int]]], count: int
+) -> list[list[tuple[int, int, int, int] | None]]:
+    """Per frame, the k-th subject's box (of ``count``) joined with that subject's median box over the
+    frames it was found in (``None`` where a frame has no k-th box).
+
+    The camera is fixed, so a subject stays about where it is: a frame where GrabCut keeps only a hand
+    (a still subject seeds little) still gets the whole subject's box, and one stray wide box does not
+    widen the others (the median ignores it).
+    """
+    out: list[list[tuple[int, int, int, int] | None]] = [[None] * count for _ in found]
+    for k in range(count):
+        seen = [boxes[k] for boxes in found if k < len(boxes)]
+        if not seen:
+            continue
+        mid = tuple(int(v) for v in np.median(np.array(seen, float), axis=0))
+        for row, boxes in zip(out, found, strict=True):
+            if k < len(boxes):
+                row[k] = union_box(boxes[k], mid)
+    return out
+
+
 def merge_boxes(
     boxes: Sequence[tuple[int, int, int, int]], width: int, height: int
 ) -> list[tuple[int, int, int, int]]:
@@ -216,7 +244,7 @@ def merge_boxes(
                 touching = gap_x < 0.3 * short and gap_y < 0.3 * short
                 if side_by_side or touching:
                     p, q = merged[i], merged.pop(j)
-                    merged[i] = (min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3]))
+                    merged[i] = union_box(p, q)
                     changed = True
                     break
             if changed:
@@ -404,7 +432,8 @@ class ReferenceVLM(_FromConfig):
 
     def relocate(self, frames: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[GroundedObject]]:
         """Per frame, the k-th largest subject answers the k-th label (empty box when missing); each box
-        covers the whole subject (:func:`whole_subject`), not only its moving parts."""
+        covers the whole subject (:func:`whole_subject`), not only its moving parts, and is joined with
+        that subject's median box over the frames (:func:`join_with_median`)."""
         small = np.stack([scale_to_width(np.asarray(f), self.work_width) for f in frames])
         moving = self._foreground(small, background_model(small))
         active = np.any(np.stack(moving), axis=0)
@@ -418,25 +447,13 @@ class ReferenceVLM(_FromConfig):
             ]
             for image, fg in zip(small, moving, strict=True)
         ]
-        # the camera is fixed, so a subject stays about where it is: each box is joined with the median
-        # box of that subject over the frames, so one frame where GrabCut keeps only a hand (a still
-        # subject seeds little) does not lose the rest, and one stray frame does not widen the others
-        consensus = []
-        for i in range(len(labels)):
-            seen = np.array([boxes[i] for boxes in found if i < len(boxes)], float)
-            consensus.append(tuple(int(v) for v in np.median(seen, axis=0)) if len(seen) else None)
-        out = []
-        for boxes in found:
-            row = []
-            for i, label in enumerate(labels):
-                if i < len(boxes):
-                    box, mid = boxes[i], consensus[i]
-                    box = (min(box[0], mid[0]), min(box[1], mid[1]), max(box[2], mid[2]), max(box[3], mid[3]))
-                    row.append(GroundedObject(label, pixels_to_qwen_box(box, w, h)))
-                else:
-                    row.append(GroundedObject(label, ()))
-            out.append(row)
-        return out
+        return [
+            [
+                GroundedObject(label, () if box is None else pixels_to_qwen_box(box, w, h))
+                for label, box in zip(labels, row, strict=True)
+            ]
+            for row in join_with_median(found, len(labels))
+        ]
 
     def judge_static_camera(self, frames: Sequence[np.ndarray]) -> CameraJudgement:
         report = check_camera(np.stack([np.asarray(f) for f in frames]), CameraThresholds(pair_gap=1))
@@ -623,7 +640,7 @@ class ReferenceImageEditor(_FromConfig):
         boxes = [centred]
         found = salient_box(small)
         if found is not None:
-            both = (min(found[0], centred[0]), min(found[1], centred[1]), max(found[2], centred[2]), sh)
+            both = union_box(found, centred)
             boxes += [found, both]
         cuts = [clean_mask(grabcut_rect(small, box), 1, 3) for box in dict.fromkeys(boxes)]
         fg = max(cuts, key=lambda cut: outline_strength(small, cut))
