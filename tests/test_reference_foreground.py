@@ -260,3 +260,12 @@ def test_round2_boxes_are_joined_with_the_subjects_median_box() -> None:
     assert joined[0][0] == body and joined[4][0] == body
     assert joined[3][0] == wide  # its own box is wider than the median: kept, not shrunk
     assert joined[0][1] == (200, 20, 232, 62) and joined[2][1] == (202, 22, 235, 65)
+
+
+def test_single_frame_grounding_boxes_an_off_centre_subject() -> None:
+    """The VLM's one-frame grounding finds the subject as the image editor does, off the centre too."""
+    frame, subject = off_centre_frame()
+    [found] = ReferenceVLM().ground(frame)
+    box = erase_mask([found], H, W)
+    assert box[subject].mean() >= 0.95
+    assert box.sum() < 1.6 * subject.sum()  # the subject's box, not the centred one

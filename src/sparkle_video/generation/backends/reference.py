@@ -418,12 +418,11 @@ class ReferenceVLM(_FromConfig):
         ]
 
     def ground(self, frame: np.ndarray) -> list[GroundedObject]:
-        """One frame only (no motion to read): GrabCut in the box of what stands out from the frame's
-        borders (:func:`salient_box`), or in a centred box, the usual subject position."""
+        """One frame only (no motion to read): the box of :func:`subject_in_frame`, as the image editor
+        finds the subject."""
         small = scale_to_width(frame, self.work_width)
         h, w = small.shape[:2]
-        box = salient_box(small)
-        fg = grabcut_rect(small, box if box is not None else (w // 5, h // 20, w - w // 5, h - 1))
+        fg = subject_in_frame(small)
         boxes = object_boxes(fg, max_objects=1)
         return [
             GroundedObject(label, pixels_to_qwen_box(b, w, h))
@@ -505,6 +504,21 @@ def outline_strength(image: np.ndarray, mask: np.ndarray) -> float:
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     magnitude = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
     return float(magnitude[outline].mean())
+
+
+def subject_in_frame(image: np.ndarray) -> np.ndarray:
+    """The subject of one picture, with no motion to read: GrabCut in a centred box (the usual subject
+    position), in the box of what stands out from the frame's borders (:func:`salient_box`) and in both
+    together; the cut whose outline follows the picture's edges best (:func:`outline_strength`) wins, so
+    a subject off the centre is found, and a loose box that spills into the scene loses to a tight one."""
+    h, w = image.shape[:2]
+    centred = (w // 6, h // 20, w - w // 6, h)
+    boxes = [centred]
+    found = salient_box(image)
+    if found is not None:
+        boxes += [found, union_box(found, centred)]
+    cuts = [clean_mask(grabcut_rect(image, box), 1, 3) for box in dict.fromkeys(boxes)]
+    return max(cuts, key=lambda cut: outline_strength(image, cut))
 
 
 def grabcut_rect(image: np.ndarray, rect: tuple[int, int, int, int], iterations: int = 3) -> np.ndarray:
@@ -629,21 +643,9 @@ class ReferenceImageEditor(_FromConfig):
     inpaint_radius: int = 5
 
     def subject_mask(self, image: np.ndarray) -> np.ndarray:
-        """GrabCut in a centred box (the usual subject position), in the box of what stands out from
-        the frame's borders (:func:`salient_box`) and in both together; the cut whose outline follows
-        the picture's edges best (:func:`outline_strength`) is the subject, so one off the centre is
-        found, and a loose box that spills into the scene loses to a tight one."""
+        """The subject of one picture (:func:`subject_in_frame` at the working width), at its size."""
         h, w = image.shape[:2]
-        small = scale_to_width(image, self.work_width)
-        sh, sw = small.shape[:2]
-        centred = (sw // 6, sh // 20, sw - sw // 6, sh)
-        boxes = [centred]
-        found = salient_box(small)
-        if found is not None:
-            both = union_box(found, centred)
-            boxes += [found, both]
-        cuts = [clean_mask(grabcut_rect(small, box), 1, 3) for box in dict.fromkeys(boxes)]
-        fg = max(cuts, key=lambda cut: outline_strength(small, cut))
+        fg = subject_in_frame(scale_to_width(image, self.work_width))
         return cv2.resize(fg.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
     def edit(self, image: np.ndarray, prompt: str, *, seed: int = 0) -> np.ndarray:
