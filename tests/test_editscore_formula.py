@@ -120,3 +120,13 @@ def test_reference_scorer_reports_on_the_same_scale() -> None:
     assert set(vars(record)) == set(vars(editscore_from_scores([1, 1], [1, 1])))
     unchanged = ReferenceScorer().score(src, src, "Replace the background with a beach")
     assert unchanged.prompt_following == 0.0 and unchanged.overall == 0.0
+
+
+def test_editscore_judges_the_pictures_alone_as_upstream() -> None:
+    """Stages 3 and 5 hand a mask only to scorers that ask for one; EditScore, the paper's scorer, asks
+    for none, so it sees exactly what upstream's does (the reference scorer opts in)."""
+    from sparkle_video.generation.backends.editscore import EditScoreScorer
+
+    for extra in ("score_erase", "score_replacement"):
+        assert not hasattr(EditScoreScorer, extra)
+        assert hasattr(ReferenceScorer, extra)
